@@ -1,0 +1,3 @@
+//! Dataset readers: the paired YOLO-txt layout and LLVIP.
+
+pub mod meta;

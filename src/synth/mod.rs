@@ -1,0 +1,1 @@
+//! Procedural paired RGB + IR scene generator.
