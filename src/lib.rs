@@ -8,6 +8,7 @@
 pub mod bbox;
 pub mod condition;
 pub mod data;
+pub mod draw;
 pub mod eval;
 pub mod pair;
 pub mod synth;
