@@ -5,6 +5,7 @@
 //! types they pass around (`bbox`, `condition`, `pair`). The candle trainer
 //! lives behind the `trainer` feature.
 
+pub mod baseline;
 pub mod bbox;
 pub mod condition;
 pub mod data;

@@ -1,5 +1,9 @@
 //! `trainer`: the workstation half (generator, evaluation, training).
 
+mod cmd_demo;
+mod cmd_eval_coco;
+mod cmd_synth;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -10,9 +14,31 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Generate a synthetic dataset, read it back and evaluate the thermal
+    /// hot-spot baseline on it, per condition (the README's main job).
+    Demo(cmd_demo::Args),
+    /// Generate paired RGB+IR scenes (day / night / fog) to a folder.
+    Synth(cmd_synth::Args),
+    /// COCO bbox evaluation of a results file against an instances file.
+    EvalCoco(cmd_eval_coco::Args),
+}
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    match cli.command {}
+    let result = match cli.command {
+        Command::Demo(args) => cmd_demo::run(args),
+        Command::Synth(args) => cmd_synth::run(args),
+        Command::EvalCoco(args) => cmd_eval_coco::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }
