@@ -18,7 +18,10 @@ fn main() {
     (0..8).into_par_iter().for_each(|i| drop(gen.pair(i)));
 
     let start = Instant::now();
-    let objects: usize = (0..pairs).into_par_iter().map(|i| gen.pair(i).pair.labels.len()).sum();
+    let objects: usize = (0..pairs)
+        .into_par_iter()
+        .map(|i| gen.pair(i).pair.labels.len())
+        .sum();
     let in_memory_s = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -34,7 +37,10 @@ fn main() {
 
     println!("threads: {}", rayon::current_num_threads());
     println!("in memory : {pairs} pairs 320x256 in {in_memory_s:.2} s ({:.0} pairs/s, {objects} objects)", pairs as f64 / in_memory_s);
-    println!("to disk   : {pairs} pairs 320x256 in {write_s:.2} s ({:.0} pairs/s)", pairs as f64 / write_s);
+    println!(
+        "to disk   : {pairs} pairs 320x256 in {write_s:.2} s ({:.0} pairs/s)",
+        pairs as f64 / write_s
+    );
     println!("one core  : {one_core_ms:.2} ms per pair");
     println!(
         "{}",

@@ -22,7 +22,12 @@ pub struct HotSpotParams {
 
 impl Default for HotSpotParams {
     fn default() -> Self {
-        Self { excess_levels: 22.0, window_radius_px: 16, min_area_px: 10, person_aspect: 1.3 }
+        Self {
+            excess_levels: 22.0,
+            window_radius_px: 16,
+            min_area_px: 10,
+            person_aspect: 1.3,
+        }
     }
 }
 
@@ -55,7 +60,12 @@ fn local_mean(ir: &GrayImage, r: usize) -> Vec<f32> {
 pub fn detect_hot_spots(ir: &GrayImage, params: &HotSpotParams) -> Vec<Detection> {
     let (w, h) = (ir.width() as usize, ir.height() as usize);
     let mean = local_mean(ir, params.window_radius_px);
-    let excess: Vec<f32> = ir.as_raw().iter().zip(&mean).map(|(&v, &m)| v as f32 - m).collect();
+    let excess: Vec<f32> = ir
+        .as_raw()
+        .iter()
+        .zip(&mean)
+        .map(|(&v, &m)| v as f32 - m)
+        .collect();
     let hot: Vec<bool> = excess.iter().map(|&e| e > params.excess_levels).collect();
     let mut seen = vec![false; w * h];
     let mut detections = Vec::new();
@@ -74,7 +84,16 @@ pub fn detect_hot_spots(ir: &GrayImage, params: &HotSpotParams) -> Vec<Detection
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
             area += 1;
             heat += excess[i];
-            for (dx, dy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+            for (dx, dy) in [
+                (-1i64, -1i64),
+                (0, -1),
+                (1, -1),
+                (-1, 0),
+                (1, 0),
+                (-1, 1),
+                (0, 1),
+                (1, 1),
+            ] {
                 let (nx, ny) = (x as i64 + dx, y as i64 + dy);
                 if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
                     continue;
@@ -90,11 +109,19 @@ pub fn detect_hot_spots(ir: &GrayImage, params: &HotSpotParams) -> Vec<Detection
             continue;
         }
         let bbox = BBox::new(x0 as f32, y0 as f32, x1 as f32 + 1.0, y1 as f32 + 1.0);
-        let class_id = if bbox.height() > params.person_aspect * bbox.width() { 0 } else { 1 };
+        let class_id = if bbox.height() > params.person_aspect * bbox.width() {
+            0
+        } else {
+            1
+        };
         // warmer and larger blobs are likelier objects
         let mean_excess = heat / area as f32;
         let score = (mean_excess / 80.0).min(1.0) * (1.0 - (-(area as f32) / 60.0).exp());
-        detections.push(Detection { class_id, score, bbox });
+        detections.push(Detection {
+            class_id,
+            score,
+            bbox,
+        });
     }
     detections
 }

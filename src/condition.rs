@@ -130,7 +130,10 @@ mod tests {
             parse_conditions("night, fog,night").unwrap(),
             vec![Condition::Night, Condition::Fog]
         );
-        assert!(parse_conditions("dusk").unwrap_err().to_string().contains("dusk"));
+        assert!(parse_conditions("dusk")
+            .unwrap_err()
+            .to_string()
+            .contains("dusk"));
         assert!(parse_conditions("").is_err());
     }
 }

@@ -33,7 +33,10 @@ pub fn fill_rect(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, colour:
 /// Draws the outline of `bbox` (pixels) `thickness` pixels wide, inside it.
 pub fn draw_box(img: &mut RgbImage, bbox: &BBox, colour: Rgb<u8>, thickness: i64) {
     let (x0, y0) = (bbox.x1.round() as i64, bbox.y1.round() as i64);
-    let (x1, y1) = ((bbox.x2.round() as i64).max(x0 + 1), (bbox.y2.round() as i64).max(y0 + 1));
+    let (x1, y1) = (
+        (bbox.x2.round() as i64).max(x0 + 1),
+        (bbox.y2.round() as i64).max(y0 + 1),
+    );
     let t = thickness.max(1);
     fill_rect(img, x0, y0, x1, y0 + t, colour);
     fill_rect(img, x0, y1 - t, x1, y1, colour);
@@ -51,7 +54,10 @@ pub fn text_width(text: &str, scale: u32) -> i64 {
 pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, colour: Rgb<u8>, scale: u32) {
     let s = scale.max(1) as i64;
     for (k, ch) in text.chars().enumerate() {
-        let glyph = BASIC_FONTS.get(ch).or_else(|| BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = BASIC_FONTS
+            .get(ch)
+            .or_else(|| BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         let gx = x + k as i64 * 8 * s;
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
@@ -78,13 +84,23 @@ mod tests {
     #[test]
     fn box_outline_stays_inside_and_clips() {
         let mut img = RgbImage::new(10, 10);
-        draw_box(&mut img, &BBox::new(2.0, 2.0, 6.0, 6.0), Rgb([255, 0, 0]), 1);
+        draw_box(
+            &mut img,
+            &BBox::new(2.0, 2.0, 6.0, 6.0),
+            Rgb([255, 0, 0]),
+            1,
+        );
         assert_eq!(img.get_pixel(2, 2).0, [255, 0, 0]);
         assert_eq!(img.get_pixel(5, 5).0, [255, 0, 0]);
         assert_eq!(img.get_pixel(3, 3).0, [0, 0, 0]);
         assert_eq!(img.get_pixel(6, 6).0, [0, 0, 0]);
         // partly outside: no panic
-        draw_box(&mut img, &BBox::new(-5.0, -5.0, 50.0, 50.0), Rgb([0, 255, 0]), 2);
+        draw_box(
+            &mut img,
+            &BBox::new(-5.0, -5.0, 50.0, 50.0),
+            Rgb([0, 255, 0]),
+            2,
+        );
         draw_text(&mut img, 8, 8, "Ab", Rgb([1, 1, 1]), 2);
     }
 

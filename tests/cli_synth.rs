@@ -42,15 +42,47 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn same_seed_gives_byte_identical_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
-    assert!(synth(&a, &["--seed", "4", "--preview", tmp.path().join("pa.png").to_str().unwrap()]).status.success());
-    assert!(synth(&b, &["--seed", "4", "--preview", tmp.path().join("pb.png").to_str().unwrap()]).status.success());
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    assert!(synth(
+        &a,
+        &[
+            "--seed",
+            "4",
+            "--preview",
+            tmp.path().join("pa.png").to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
+    assert!(synth(
+        &b,
+        &[
+            "--seed",
+            "4",
+            "--preview",
+            tmp.path().join("pb.png").to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
     assert!(synth(&c, &["--seed", "5"]).status.success());
     let (ta, tb, tc) = (tree(&a), tree(&b), tree(&c));
-    assert_eq!(ta.len(), 12 * 3 + 1, "files: {:?}", ta.iter().map(|t| &t.0).collect::<Vec<_>>());
+    assert_eq!(
+        ta.len(),
+        12 * 3 + 1,
+        "files: {:?}",
+        ta.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
     assert!(ta == tb, "same seed, different bytes");
     assert!(ta != tc, "different seeds, same bytes");
-    assert_eq!(std::fs::read(tmp.path().join("pa.png")).unwrap(), std::fs::read(tmp.path().join("pb.png")).unwrap());
+    assert_eq!(
+        std::fs::read(tmp.path().join("pa.png")).unwrap(),
+        std::fs::read(tmp.path().join("pb.png")).unwrap()
+    );
 }
 
 #[test]
@@ -58,7 +90,11 @@ fn output_reads_back_with_the_generators_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("d");
     let run = synth(&out, &["--seed", "7", "--conditions", "night,fog"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.names, vec!["person", "car"]);
     assert_eq!(ds.samples.len(), 12);
@@ -77,7 +113,10 @@ fn output_reads_back_with_the_generators_labels() {
         for (got, want) in s.labels.iter().zip(&expected.pair.labels) {
             assert_eq!(got.class_id, want.class_id);
             // labels are written with 6 decimals of the frame size
-            assert!((got.bbox.x1 - want.bbox.x1).abs() < 1e-3 && (got.bbox.y2 - want.bbox.y2).abs() < 1e-3);
+            assert!(
+                (got.bbox.x1 - want.bbox.x1).abs() < 1e-3
+                    && (got.bbox.y2 - want.bbox.y2).abs() < 1e-3
+            );
         }
         let pair = ds.load_pair(s).unwrap();
         assert_eq!(pair.rgb.as_raw(), expected.pair.rgb.as_raw());
@@ -93,8 +132,15 @@ fn refuses_foreign_folders_and_overwrites_only_when_asked() {
     std::fs::write(foreign.join("notes.txt"), "precious").unwrap();
     let run = synth(&foreign, &["--overwrite"]);
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&run.stderr));
-    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "precious");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "precious"
+    );
 
     let out = tmp.path().join("gen");
     assert!(synth(&out, &[]).status.success());
@@ -102,8 +148,17 @@ fn refuses_foreign_folders_and_overwrites_only_when_asked() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
     // a smaller overwrite leaves no stale pairs behind
-    let smaller = trainer().args(["synth", "--out"]).arg(&out).args(["--pairs", "3", "--size", "96x80", "--overwrite"]).output().unwrap();
-    assert!(smaller.status.success(), "{}", String::from_utf8_lossy(&smaller.stderr));
+    let smaller = trainer()
+        .args(["synth", "--out"])
+        .arg(&out)
+        .args(["--pairs", "3", "--size", "96x80", "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(
+        smaller.status.success(),
+        "{}",
+        String::from_utf8_lossy(&smaller.stderr)
+    );
     assert_eq!(Dataset::open(&out).unwrap().samples.len(), 3);
 }
 
@@ -116,9 +171,17 @@ fn bad_arguments_are_named() {
         (vec!["--conditions", "day,dusk"], "dusk"),
         (vec!["--misregistration", "50"], "misregistration"),
     ] {
-        let run = trainer().args(["synth", "--pairs", "2", "--out"]).arg(tmp.path().join("x")).args(&args).output().unwrap();
+        let run = trainer()
+            .args(["synth", "--pairs", "2", "--out"])
+            .arg(tmp.path().join("x"))
+            .args(&args)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&run.stderr);
-        assert!(!run.status.success() && err.contains(needle), "{args:?}: {err}");
+        assert!(
+            !run.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
 }

@@ -25,8 +25,14 @@ fn mean_in(img: &[f32], w: usize, b: &BBox, shrink: f32) -> f32 {
 /// Mean in a ring 2–4 px outside `b`, clipped to the frame.
 fn ring_mean(img: &[f32], w: usize, h: usize, b: &BBox) -> f32 {
     let (mut s, mut n) = (0.0, 0);
-    let (x0, y0) = ((b.x1 - 4.0).max(0.0) as usize, (b.y1 - 4.0).max(0.0) as usize);
-    let (x1, y1) = (((b.x2 + 4.0) as usize).min(w - 1), ((b.y2 + 4.0) as usize).min(h - 1));
+    let (x0, y0) = (
+        (b.x1 - 4.0).max(0.0) as usize,
+        (b.y1 - 4.0).max(0.0) as usize,
+    );
+    let (x1, y1) = (
+        ((b.x2 + 4.0) as usize).min(w - 1),
+        ((b.y2 + 4.0) as usize).min(h - 1),
+    );
     for y in y0..=y1 {
         for x in x0..=x1 {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
@@ -44,7 +50,14 @@ fn ring_mean(img: &[f32], w: usize, h: usize, b: &BBox) -> f32 {
 /// one condition. Noise std is measured from two renders of the same scene
 /// with different sensor-noise seeds.
 fn rgb_contrast_to_noise(condition: Condition) -> f32 {
-    let gen = Generator::new(SynthConfig { conditions: vec![condition], ..Default::default() }, 3).unwrap();
+    let gen = Generator::new(
+        SynthConfig {
+            conditions: vec![condition],
+            ..Default::default()
+        },
+        3,
+    )
+    .unwrap();
     let mut ratios = Vec::new();
     for i in 0..40 {
         let mut scene = gen.scene(i);
@@ -54,7 +67,9 @@ fn rgb_contrast_to_noise(condition: Condition) -> f32 {
         let b = camera::render_rgb(&scene, &layers);
         let (w, h) = (a.width() as usize, a.height() as usize);
         let grey = |img: &image::RgbImage| -> Vec<f32> {
-            img.pixels().map(|p| (p.0[0] as f32 + p.0[1] as f32 + p.0[2] as f32) / 3.0).collect()
+            img.pixels()
+                .map(|p| (p.0[0] as f32 + p.0[1] as f32 + p.0[2] as f32) / 3.0)
+                .collect()
         };
         let (ga, gb) = (grey(&a), grey(&b));
         let clean: Vec<f32> = ga.iter().zip(&gb).map(|(x, y)| (x + y) / 2.0).collect();
@@ -81,21 +96,39 @@ fn night_objects_are_faint_but_present_in_rgb() {
     let night = rgb_contrast_to_noise(Condition::Night);
     let day = rgb_contrast_to_noise(Condition::Day);
     eprintln!("median object contrast / noise std: night {night:.2}, day {day:.2}");
-    assert!((1.0..=3.5).contains(&night), "night contrast-to-noise {night:.2} outside ~1–3");
-    assert!(day > 3.0 * night, "day {day:.2} should be far clearer than night {night:.2}");
+    assert!(
+        (1.0..=3.5).contains(&night),
+        "night contrast-to-noise {night:.2} outside ~1–3"
+    );
+    assert!(
+        day > 3.0 * night,
+        "day {day:.2} should be far clearer than night {night:.2}"
+    );
 }
 
 #[test]
 fn objects_stand_out_in_ir_in_every_condition() {
     for condition in Condition::ALL {
-        let gen = Generator::new(SynthConfig { conditions: vec![condition], ..Default::default() }, 5).unwrap();
+        let gen = Generator::new(
+            SynthConfig {
+                conditions: vec![condition],
+                ..Default::default()
+            },
+            5,
+        )
+        .unwrap();
         let mut contrasts = Vec::new();
         for i in 0..30 {
             let p = gen.pair(i).pair;
             let (w, h) = (p.ir.width() as usize, p.ir.height() as usize);
             let ir: Vec<f32> = p.ir.pixels().map(|v| v.0[0] as f32).collect();
-            for l in p.labels.iter().filter(|l| l.bbox.height() >= 10.0 && l.bbox.width() >= 6.0) {
-                contrasts.push((mean_in(&ir, w, &l.bbox, 0.4) - ring_mean(&ir, w, h, &l.bbox)).abs());
+            for l in p
+                .labels
+                .iter()
+                .filter(|l| l.bbox.height() >= 10.0 && l.bbox.width() >= 6.0)
+            {
+                contrasts
+                    .push((mean_in(&ir, w, &l.bbox, 0.4) - ring_mean(&ir, w, h, &l.bbox)).abs());
             }
         }
         contrasts.sort_by(f32::total_cmp);
@@ -131,7 +164,15 @@ fn scenes_vary_in_object_size_and_count() {
             max_h = max_h.max(l.bbox.height().max(l.bbox.width()));
         }
     }
-    eprintln!("largest side min {min_h:.1} max {max_h:.1}, {empty} empty, {crowded} with ≥5 objects");
-    assert!(min_h <= 10.0 && max_h >= 256.0 / 3.5, "sizes {min_h}..{max_h}");
-    assert!(empty >= 5 && crowded >= 20, "empty {empty}, crowded {crowded}");
+    eprintln!(
+        "largest side min {min_h:.1} max {max_h:.1}, {empty} empty, {crowded} with ≥5 objects"
+    );
+    assert!(
+        min_h <= 10.0 && max_h >= 256.0 / 3.5,
+        "sizes {min_h}..{max_h}"
+    );
+    assert!(
+        empty >= 5 && crowded >= 20,
+        "empty {empty}, crowded {crowded}"
+    );
 }

@@ -2,6 +2,9 @@
 //! fog, night sensor noise, glare, gamma) and an 8-bit thermal frame
 //! (temperature, mild fog, optics blur, sensor noise, misregistration).
 
+// Colour maths indexes three channels side by side; index loops read best.
+#![allow(clippy::needless_range_loop)]
+
 use super::noise::{falloff, fbm, gauss};
 use super::raster::Layers;
 use super::scene::{CarView, Scene};
@@ -50,26 +53,61 @@ fn night_lights(scene: &Scene) -> (Vec<Emitter>, Vec<LightPool>) {
         });
     }
     for obj in scene.objects.iter().filter(|o| o.lights_on) {
-        let x_m = (obj.x0_px + obj.w_px / 2.0 - scene.width_px as f32 / 2.0) * obj.depth_m / scene.focal_px;
+        let x_m = (obj.x0_px + obj.w_px / 2.0 - scene.width_px as f32 / 2.0) * obj.depth_m
+            / scene.focal_px;
         let size_px = (0.05 * obj.w_px).max(0.8);
         let y = obj.y0_px + 0.52 * obj.h_px;
         let white = [1.0, 0.97, 0.88];
         match obj.car_view {
             CarView::Front => {
                 for u in [0.1, 0.9] {
-                    emitters.push(Emitter { x_px: obj.x0_px + u * obj.w_px, y_px: y, size_px, colour: white, power: 2.5 });
+                    emitters.push(Emitter {
+                        x_px: obj.x0_px + u * obj.w_px,
+                        y_px: y,
+                        size_px,
+                        colour: white,
+                        power: 2.5,
+                    });
                 }
-                pools.push(LightPool { x_m, z_m: obj.depth_m - 7.0, radius_m: 5.0, colour: white, power: 1.2 });
+                pools.push(LightPool {
+                    x_m,
+                    z_m: obj.depth_m - 7.0,
+                    radius_m: 5.0,
+                    colour: white,
+                    power: 1.2,
+                });
             }
             CarView::Side { facing_right } => {
-                let (u, dir) = if facing_right { (0.98, 1.0) } else { (0.02, -1.0) };
-                emitters.push(Emitter { x_px: obj.x0_px + u * obj.w_px, y_px: y, size_px, colour: white, power: 0.8 });
-                pools.push(LightPool { x_m: x_m + dir * 7.0, z_m: obj.depth_m, radius_m: 5.0, colour: white, power: 1.0 });
+                let (u, dir) = if facing_right {
+                    (0.98, 1.0)
+                } else {
+                    (0.02, -1.0)
+                };
+                emitters.push(Emitter {
+                    x_px: obj.x0_px + u * obj.w_px,
+                    y_px: y,
+                    size_px,
+                    colour: white,
+                    power: 0.8,
+                });
+                pools.push(LightPool {
+                    x_m: x_m + dir * 7.0,
+                    z_m: obj.depth_m,
+                    radius_m: 5.0,
+                    colour: white,
+                    power: 1.0,
+                });
             }
             CarView::Rear => {
                 for u in [0.1, 0.9] {
                     let red = [1.0, 0.08, 0.05];
-                    emitters.push(Emitter { x_px: obj.x0_px + u * obj.w_px, y_px: y, size_px, colour: red, power: 0.35 });
+                    emitters.push(Emitter {
+                        x_px: obj.x0_px + u * obj.w_px,
+                        y_px: y,
+                        size_px,
+                        colour: red,
+                        power: 0.35,
+                    });
                 }
             }
         }
@@ -102,7 +140,11 @@ pub fn render_rgb(scene: &Scene, layers: &Layers) -> RgbImage {
     let lut = display_lut();
     let (emitters, pools) = night_lights(scene);
     let night = scene.condition == Condition::Night;
-    let (read_noise, shot_gain) = if night { (0.011, 0.0025) } else { (0.003, 0.0002) };
+    let (read_noise, shot_gain) = if night {
+        (0.011, 0.0025)
+    } else {
+        (0.003, 0.0002)
+    };
     let half_w = w as f32 / 2.0;
     let mut img = RgbImage::new(w as u32, h as u32);
     let mut glare = vec![[0.0f32; 3]; w * h];
@@ -115,7 +157,10 @@ pub fn render_rgb(scene: &Scene, layers: &Layers) -> RgbImage {
             let mut irr = [scene.ambient; 3];
             if scene.condition == Condition::Day && depth < 1.0e3 {
                 // drifting cloud shadows on the world
-                let shadow = 0.72 + 0.28 * (fbm(scene.texture_seed ^ 0xc10d, xm / 25.0, depth / 25.0, 2) * 1.6).min(1.0);
+                let shadow = 0.72
+                    + 0.28
+                        * (fbm(scene.texture_seed ^ 0xc10d, xm / 25.0, depth / 25.0, 2) * 1.6)
+                            .min(1.0);
                 irr = [irr[0] * shadow, irr[1] * shadow, irr[2] * shadow];
             }
             for p in &pools {
@@ -127,7 +172,11 @@ pub fn render_rgb(scene: &Scene, layers: &Layers) -> RgbImage {
             }
             let a = layers.albedo[i];
             let e = layers.emissive[i];
-            let mut lin = [a[0] * irr[0] + e[0], a[1] * irr[1] + e[1], a[2] * irr[2] + e[2]];
+            let mut lin = [
+                a[0] * irr[0] + e[0],
+                a[1] * irr[1] + e[1],
+                a[2] * irr[2] + e[2],
+            ];
             if scene.fog_beta > 0.0 {
                 let t = falloff(scene.fog_beta * depth);
                 for c in 0..3 {
@@ -172,13 +221,20 @@ fn night_sensor(lin: [f32; 3], glare: [f32; 3], u: f32, v: f32) -> [f32; 3] {
 fn add_glare(emitters: &[Emitter], w: usize, h: usize, glare: &mut [[f32; 3]]) {
     for e in emitters {
         let reach = e.size_px * 14.0 + 6.0;
-        let (x0, x1) = ((e.x_px - reach).max(0.0) as usize, ((e.x_px + reach) as usize).min(w));
-        let (y0, y1) = ((e.y_px - reach).max(0.0) as usize, ((e.y_px + reach) as usize).min(h));
+        let (x0, x1) = (
+            (e.x_px - reach).max(0.0) as usize,
+            ((e.x_px + reach) as usize).min(w),
+        );
+        let (y0, y1) = (
+            (e.y_px - reach).max(0.0) as usize,
+            ((e.y_px + reach) as usize).min(h),
+        );
         let s2 = e.size_px * e.size_px;
         for y in y0..y1 {
             for x in x0..x1 {
                 let r2 = (x as f32 + 0.5 - e.x_px).powi(2) + (y as f32 + 0.5 - e.y_px).powi(2);
-                let k = e.power * (0.9 * falloff(r2 / (2.0 * s2)) + 0.12 * 4.0 * s2 / (4.0 * s2 + r2));
+                let k =
+                    e.power * (0.9 * falloff(r2 / (2.0 * s2)) + 0.12 * 4.0 * s2 / (4.0 * s2 + r2));
                 let g = &mut glare[y * w + x];
                 for c in 0..3 {
                     g[c] += k * e.colour[c];

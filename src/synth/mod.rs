@@ -34,7 +34,10 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        Self { scene: SceneParams::default(), conditions: Condition::ALL.to_vec() }
+        Self {
+            scene: SceneParams::default(),
+            conditions: Condition::ALL.to_vec(),
+        }
     }
 }
 
@@ -100,7 +103,9 @@ impl Generator {
     }
 
     fn rng_for(&self, index: u64) -> ChaCha8Rng {
-        ChaCha8Rng::seed_from_u64(noise::mix64(self.seed ^ noise::mix64(index.wrapping_add(1))))
+        ChaCha8Rng::seed_from_u64(noise::mix64(
+            self.seed ^ noise::mix64(index.wrapping_add(1)),
+        ))
     }
 
     /// The scene layout of pair `index` (before rendering).
@@ -118,7 +123,13 @@ impl Generator {
         let rgb = camera::render_rgb(&scene, &layers);
         let ir = camera::render_ir(&scene, &layers);
         SynthPair {
-            pair: FramePair { name, rgb, ir, labels: layers.labels, condition: Some(scene.condition) },
+            pair: FramePair {
+                name,
+                rgb,
+                ir,
+                labels: layers.labels,
+                condition: Some(scene.condition),
+            },
             split: Self::split_of(index),
         }
     }
@@ -129,8 +140,15 @@ impl Generator {
     }
 
     /// Pairs `start..end` whose split is `split`, in index order.
-    pub fn pairs_in_split(&self, split: Split, start: u64, end: u64) -> impl Iterator<Item = SynthPair> + '_ {
-        (start..end).filter(move |&i| Self::split_of(i) == split).map(|i| self.pair(i))
+    pub fn pairs_in_split(
+        &self,
+        split: Split,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = SynthPair> + '_ {
+        (start..end)
+            .filter(move |&i| Self::split_of(i) == split)
+            .map(|i| self.pair(i))
     }
 }
 
@@ -139,7 +157,10 @@ mod tests {
     use super::*;
 
     fn generator(conditions: &[Condition]) -> Generator {
-        let config = SynthConfig { conditions: conditions.to_vec(), ..Default::default() };
+        let config = SynthConfig {
+            conditions: conditions.to_vec(),
+            ..Default::default()
+        };
         Generator::new(config, 11).unwrap()
     }
 
@@ -164,7 +185,10 @@ mod tests {
             let p = g.pair(i).pair;
             for l in &p.labels {
                 let b = l.bbox;
-                assert!(b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 <= 320.0 && b.y2 <= 256.0, "{b:?}");
+                assert!(
+                    b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 <= 320.0 && b.y2 <= 256.0,
+                    "{b:?}"
+                );
                 assert!(b.width() >= 1.5 && b.height() >= 1.5, "{b:?}");
                 assert!(l.class_id < CLASS_NAMES.len());
                 count += 1;
@@ -184,8 +208,12 @@ mod tests {
     #[test]
     fn splits_are_roughly_80_10_10() {
         let n = 10_000;
-        let test = (0..n).filter(|&i| Generator::split_of(i) == Split::Test).count();
-        let val = (0..n).filter(|&i| Generator::split_of(i) == Split::Val).count();
+        let test = (0..n)
+            .filter(|&i| Generator::split_of(i) == Split::Test)
+            .count();
+        let val = (0..n)
+            .filter(|&i| Generator::split_of(i) == Split::Val)
+            .count();
         assert!((800..1200).contains(&test), "{test}");
         assert!((800..1200).contains(&val), "{val}");
     }

@@ -12,7 +12,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 #[inline]
 fn lattice(seed: u64, ix: i32, iy: i32) -> f32 {
-    let h = mix64(seed ^ ((ix as u32 as u64) << 32 | iy as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let h = mix64(
+        seed ^ ((ix as u32 as u64) << 32 | iy as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     (h >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
 
@@ -42,7 +44,12 @@ pub fn value_noise(seed: u64, x: f32, y: f32) -> f32 {
 pub fn fbm(seed: u64, x: f32, y: f32, octaves: u32) -> f32 {
     let (mut sum, mut amp, mut norm, mut freq) = (0.0, 1.0, 0.0, 1.0);
     for o in 0..octaves {
-        sum += amp * value_noise(seed.wrapping_add(o as u64 * 0x632b_e59b), x * freq, y * freq);
+        sum += amp
+            * value_noise(
+                seed.wrapping_add(o as u64 * 0x632b_e59b),
+                x * freq,
+                y * freq,
+            );
         norm += amp;
         amp *= 0.5;
         freq *= 2.0;

@@ -58,7 +58,12 @@ pub fn paint(scene: &Scene) -> Layers {
         Lamp(usize),
         Object(&'a SceneObject),
     }
-    let mut items: Vec<(f32, Item)> = scene.lamps.iter().enumerate().map(|(i, l)| (l.z_m, Item::Lamp(i))).collect();
+    let mut items: Vec<(f32, Item)> = scene
+        .lamps
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.z_m, Item::Lamp(i)))
+        .collect();
     items.extend(scene.objects.iter().map(|o| (o.depth_m, Item::Object(o))));
     items.sort_by(|a, b| b.0.total_cmp(&a.0));
     for (_, item) in items {
@@ -66,7 +71,10 @@ pub fn paint(scene: &Scene) -> Layers {
             Item::Lamp(i) => paint_lamp_post(scene, i, &mut layers),
             Item::Object(obj) => {
                 if let Some(bbox) = paint_object(obj, &mut layers) {
-                    layers.labels.push(Label { class_id: obj.kind.class_id(), bbox });
+                    layers.labels.push(Label {
+                        class_id: obj.kind.class_id(),
+                        bbox,
+                    });
                 }
             }
         }
@@ -80,7 +88,11 @@ fn smoothstep(e0: f32, e1: f32, x: f32) -> f32 {
 }
 
 fn mix3(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 fn scale3(a: [f32; 3], s: f32) -> [f32; 3] {
@@ -88,7 +100,11 @@ fn scale3(a: [f32; 3], s: f32) -> [f32; 3] {
 }
 
 fn plain(albedo: [f32; 3], temp: f32) -> Surface {
-    Surface { albedo, emissive: [0.0; 3], temp }
+    Surface {
+        albedo,
+        emissive: [0.0; 3],
+        temp,
+    }
 }
 
 /// The static scene at pixel centre `(x, y)`: sky, buildings or ground.
@@ -130,19 +146,32 @@ fn building(scene: &Scene, b: &Building, x: f32, y: f32) -> Surface {
         let lit_hash = mix64(b.lit_seed ^ (col << 20) ^ row) % 100;
         if scene.condition == Condition::Night && lit_hash < 35 {
             let warmth = 0.5 + (lit_hash as f32) / 70.0;
-            return Surface { albedo: [0.5, 0.45, 0.35], emissive: [0.55 * warmth, 0.42 * warmth, 0.25 * warmth], temp: 0.5 };
+            return Surface {
+                albedo: [0.5, 0.45, 0.35],
+                emissive: [0.55 * warmth, 0.42 * warmth, 0.25 * warmth],
+                temp: 0.5,
+            };
         }
         // glass mirrors the cold sky in the thermal band
         return plain([0.07, 0.09, 0.12], 0.3);
     }
-    plain(scale3(b.facade, 0.85 + 0.3 * grain), wall_temp + 0.03 * grain)
+    plain(
+        scale3(b.facade, 0.85 + 0.3 * grain),
+        wall_temp + 0.03 * grain,
+    )
 }
 
 fn ground(scene: &Scene, x: f32, z: f32) -> Surface {
     let w = scene.width_px as f32;
     let footprint_m = z / scene.focal_px; // ground metres per pixel (across)
     let xm = (x - w / 2.0) * footprint_m;
-    let octaves = if footprint_m < 0.04 { 3 } else if footprint_m < 0.12 { 2 } else { 1 };
+    let octaves = if footprint_m < 0.04 {
+        3
+    } else if footprint_m < 0.12 {
+        2
+    } else {
+        1
+    };
     let seed = scene.texture_seed;
     let n = fbm(seed ^ 0x91, xm * 1.2, z * 1.2, octaves);
     let patch = fbm(seed ^ 0x77, xm / 6.0, z / 6.0, 2);
@@ -165,13 +194,22 @@ fn ground(scene: &Scene, x: f32, z: f32) -> Surface {
         let c = 0.38 + 0.08 * patch + 0.05 * (n - 0.5);
         let joint = (z / 1.5).fract() < (0.04f32 / 1.5).max(footprint_m * 0.3);
         let c = if joint { c * 0.75 } else { c };
-        plain([c, c * 0.98, c * 0.94], 0.46 + 0.8 * heat + 0.03 * (n - 0.5))
+        plain(
+            [c, c * 0.98, c * 0.94],
+            0.46 + 0.8 * heat + 0.03 * (n - 0.5),
+        )
     } else if scene.grass {
         let g = 0.6 + 0.8 * patch + 0.4 * (n - 0.5);
-        plain(scale3([0.1, 0.24, 0.07], g), 0.36 + 0.4 * heat + 0.06 * (patch - 0.5))
+        plain(
+            scale3([0.1, 0.24, 0.07], g),
+            0.36 + 0.4 * heat + 0.06 * (patch - 0.5),
+        )
     } else {
         let g = 0.7 + 0.5 * patch + 0.4 * (n - 0.5);
-        plain(scale3([0.3, 0.23, 0.16], g), 0.4 + 0.6 * heat + 0.05 * (patch - 0.5))
+        plain(
+            scale3([0.3, 0.23, 0.16], g),
+            0.4 + 0.6 * heat + 0.05 * (patch - 0.5),
+        )
     };
     for p in &scene.warm_patches {
         let d2 = (xm - p.x_m).powi(2) + (z - p.z_m).powi(2);
@@ -207,7 +245,11 @@ fn paint_lamp_post(scene: &Scene, index: usize, layers: &mut Layers) {
             let i = py as usize * layers.width + px as usize;
             let s = if in_head {
                 let glow = if lit { lamp.power * 3.0 } else { 0.0 };
-                Surface { albedo: [0.8, 0.8, 0.75], emissive: scale3(lamp.colour, glow), temp: if lit { 0.9 } else { 0.5 } }
+                Surface {
+                    albedo: [0.8, 0.8, 0.75],
+                    emissive: scale3(lamp.colour, glow),
+                    temp: if lit { 0.9 } else { 0.5 },
+                }
             } else {
                 plain([0.12, 0.12, 0.13], 0.42 + 0.5 * scene.ground_heat)
             };
@@ -229,8 +271,13 @@ fn paint_object(obj: &SceneObject, layers: &mut Layers) -> Option<BBox> {
     for py in y_start..y_end {
         for px in x_start..x_end {
             let mut hits = 0u32;
-            let mut acc = Surface { albedo: [0.0; 3], emissive: [0.0; 3], temp: 0.0 };
-            let (mut sx_min, mut sx_max, mut sy_min, mut sy_max) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+            let mut acc = Surface {
+                albedo: [0.0; 3],
+                emissive: [0.0; 3],
+                temp: 0.0,
+            };
+            let (mut sx_min, mut sx_max, mut sy_min, mut sy_max) =
+                (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
             for (dx, dy) in SUB {
                 let (sx, sy) = (px as f32 + dx, py as f32 + dy);
                 let u = (sx - obj.x0_px) / obj.w_px;
@@ -257,8 +304,10 @@ fn paint_object(obj: &SceneObject, layers: &mut Layers) -> Option<BBox> {
             let i = py as usize * layers.width + px as usize;
             let k = 1.0 / hits as f32;
             for c in 0..3 {
-                layers.albedo[i][c] = layers.albedo[i][c] * (1.0 - cover) + acc.albedo[c] * k * cover;
-                layers.emissive[i][c] = layers.emissive[i][c] * (1.0 - cover) + acc.emissive[c] * k * cover;
+                layers.albedo[i][c] =
+                    layers.albedo[i][c] * (1.0 - cover) + acc.albedo[c] * k * cover;
+                layers.emissive[i][c] =
+                    layers.emissive[i][c] * (1.0 - cover) + acc.emissive[c] * k * cover;
             }
             layers.temp[i] = layers.temp[i] * (1.0 - cover) + acc.temp * k * cover;
             if cover >= 0.5 {

@@ -33,7 +33,9 @@ impl ObjectKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CarView {
     /// Side view; `true` when the front points to the right of the frame.
-    Side { facing_right: bool },
+    Side {
+        facing_right: bool,
+    },
     Front,
     Rear,
 }
@@ -143,7 +145,12 @@ pub struct SceneParams {
 
 impl Default for SceneParams {
     fn default() -> Self {
-        Self { width_px: 320, height_px: 256, max_misregistration_px: 2, empty_fraction: 0.07 }
+        Self {
+            width_px: 320,
+            height_px: 256,
+            max_misregistration_px: 2,
+            empty_fraction: 0.07,
+        }
     }
 }
 
@@ -158,7 +165,11 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
 fn pick_jittered(rng: &mut ChaCha8Rng, palette: &[[f32; 3]], amount: f32) -> [f32; 3] {
     let c = pick(rng, palette);
     let s = 1.0 + rng.random_range(-amount..amount);
-    [(c[0] * s).clamp(0.01, 0.95), (c[1] * s).clamp(0.01, 0.95), (c[2] * s).clamp(0.01, 0.95)]
+    [
+        (c[0] * s).clamp(0.01, 0.95),
+        (c[1] * s).clamp(0.01, 0.95),
+        (c[2] * s).clamp(0.01, 0.95),
+    ]
 }
 
 const CLOTHES: [[f32; 3]; 12] = [
@@ -175,9 +186,19 @@ const CLOTHES: [[f32; 3]; 12] = [
     [0.15, 0.45, 0.55],
     [0.85, 0.35, 0.10],
 ];
-const JEANS: [[f32; 3]; 5] =
-    [[0.08, 0.12, 0.30], [0.05, 0.05, 0.06], [0.35, 0.30, 0.22], [0.20, 0.20, 0.22], [0.45, 0.42, 0.38]];
-const SKIN: [[f32; 3]; 4] = [[0.75, 0.55, 0.42], [0.55, 0.37, 0.25], [0.35, 0.22, 0.14], [0.82, 0.66, 0.55]];
+const JEANS: [[f32; 3]; 5] = [
+    [0.08, 0.12, 0.30],
+    [0.05, 0.05, 0.06],
+    [0.35, 0.30, 0.22],
+    [0.20, 0.20, 0.22],
+    [0.45, 0.42, 0.38],
+];
+const SKIN: [[f32; 3]; 4] = [
+    [0.75, 0.55, 0.42],
+    [0.55, 0.37, 0.25],
+    [0.35, 0.22, 0.14],
+    [0.82, 0.66, 0.55],
+];
 const PAINT: [[f32; 3]; 10] = [
     [0.75, 0.75, 0.77],
     [0.05, 0.05, 0.06],
@@ -190,8 +211,13 @@ const PAINT: [[f32; 3]; 10] = [
     [0.30, 0.20, 0.12],
     [0.20, 0.45, 0.70],
 ];
-const FACADES: [[f32; 3]; 5] =
-    [[0.45, 0.20, 0.14], [0.50, 0.50, 0.50], [0.65, 0.58, 0.45], [0.30, 0.32, 0.35], [0.55, 0.40, 0.30]];
+const FACADES: [[f32; 3]; 5] = [
+    [0.45, 0.20, 0.14],
+    [0.50, 0.50, 0.50],
+    [0.65, 0.58, 0.45],
+    [0.30, 0.32, 0.35],
+    [0.55, 0.40, 0.30],
+];
 
 impl Scene {
     /// Samples a complete scene for `condition`.
@@ -206,7 +232,10 @@ impl Scene {
             // 5–20 % of daylight: moonlight, skyglow, spill from the city.
             Condition::Night => (rng.random_range(0.05..0.20), 0.0),
             // Overcast daylight; visibility (Koschmieder, 5 % contrast) 20–80 m.
-            Condition::Fog => (rng.random_range(0.55..0.9), 3.0 / rng.random_range(20.0..80.0)),
+            Condition::Fog => (
+                rng.random_range(0.55..0.9),
+                3.0 / rng.random_range(20.0..80.0),
+            ),
         };
         let grey = rng.random_range(0.65..0.85);
         let mut scene = Scene {
@@ -289,7 +318,8 @@ impl Scene {
             x += bw + rng.random_range(0.0..0.1) * w;
         }
         // far buildings first, so nearer ones cover them
-        self.buildings.sort_by(|a, b| b.depth_m.total_cmp(&a.depth_m));
+        self.buildings
+            .sort_by(|a, b| b.depth_m.total_cmp(&a.depth_m));
     }
 
     fn sample_lamps(&mut self, rng: &mut ChaCha8Rng) {
@@ -301,7 +331,11 @@ impl Scene {
                 x_m: self.road_x_m + side * (self.road_half_m + 0.5),
                 z_m: rng.random_range(8.0..45.0),
                 height_m: rng.random_range(4.5..7.0),
-                colour: if sodium { [1.0, 0.62, 0.28] } else { [0.92, 0.95, 1.0] },
+                colour: if sodium {
+                    [1.0, 0.62, 0.28]
+                } else {
+                    [0.92, 0.95, 1.0]
+                },
                 power: rng.random_range(0.5..1.2),
             });
         }
@@ -325,9 +359,16 @@ impl Scene {
         let mut tries = 0;
         while self.objects.len() < target && tries < target * 30 {
             tries += 1;
-            let kind = if rng.random_bool(0.55) { ObjectKind::Person } else { ObjectKind::Car };
+            let kind = if rng.random_bool(0.55) {
+                ObjectKind::Person
+            } else {
+                ObjectKind::Car
+            };
             // A group of pedestrians now and then: overlaps and occlusion.
-            let near = if kind == ObjectKind::Person && !self.objects.is_empty() && rng.random_bool(0.25) {
+            let near = if kind == ObjectKind::Person
+                && !self.objects.is_empty()
+                && rng.random_bool(0.25)
+            {
                 Some(self.objects[rng.random_range(0..self.objects.len())].clone())
             } else {
                 None
@@ -351,12 +392,18 @@ impl Scene {
             return false;
         }
         self.objects.iter().all(|other| {
-            let ix = (obj.x0_px + obj.w_px).min(other.x0_px + other.w_px) - obj.x0_px.max(other.x0_px);
-            let iy = (obj.y0_px + obj.h_px).min(other.y0_px + other.h_px) - obj.y0_px.max(other.y0_px);
+            let ix =
+                (obj.x0_px + obj.w_px).min(other.x0_px + other.w_px) - obj.x0_px.max(other.x0_px);
+            let iy =
+                (obj.y0_px + obj.h_px).min(other.y0_px + other.h_px) - obj.y0_px.max(other.y0_px);
             if ix <= 0.0 || iy <= 0.0 {
                 return true;
             }
-            let farther = if obj.depth_m > other.depth_m { obj } else { other };
+            let farther = if obj.depth_m > other.depth_m {
+                obj
+            } else {
+                other
+            };
             ix * iy < 0.6 * farther.w_px * farther.h_px
         })
     }
@@ -376,7 +423,8 @@ impl Scene {
         let mut h_px = (rng.random_range(min_px.ln()..max_px.ln())).exp();
         let mut depth_m = real_h * self.focal_px / h_px;
         if let Some(other) = near {
-            depth_m = (other.depth_m * rng.random_range(0.85..1.2)).max(real_h * self.focal_px / max_px);
+            depth_m =
+                (other.depth_m * rng.random_range(0.85..1.2)).max(real_h * self.focal_px / max_px);
             h_px = real_h * self.focal_px / depth_m;
         }
         let foot_y = self.screen_y(depth_m);
@@ -386,7 +434,9 @@ impl Scene {
         let car_view = match rng.random_range(0..4) {
             0 => CarView::Front,
             1 => CarView::Rear,
-            _ => CarView::Side { facing_right: rng.random_bool(0.5) },
+            _ => CarView::Side {
+                facing_right: rng.random_bool(0.5),
+            },
         };
         let w_px = match kind {
             ObjectKind::Person => h_px * rng.random_range(0.36..0.42),
@@ -403,7 +453,9 @@ impl Scene {
                 let cx = other.x0_px + other.w_px / 2.0 + rng.random_range(-1.2..1.2) * w_px;
                 (cx - w / 2.0) * depth_m / self.focal_px
             }
-            (ObjectKind::Car, None) => self.road_x_m + rng.random_range(-0.8..0.8) * self.road_half_m,
+            (ObjectKind::Car, None) => {
+                self.road_x_m + rng.random_range(-0.8..0.8) * self.road_half_m
+            }
             (ObjectKind::Person, None) => {
                 if rng.random_bool(0.3) {
                     self.road_x_m + rng.random_range(-1.0..1.0) * self.road_half_m
@@ -423,7 +475,15 @@ impl Scene {
             w_px,
             h_px,
             depth_m,
-            colour_a: pick_jittered(rng, if kind == ObjectKind::Car { &PAINT } else { &CLOTHES }, 0.25),
+            colour_a: pick_jittered(
+                rng,
+                if kind == ObjectKind::Car {
+                    &PAINT
+                } else {
+                    &CLOTHES
+                },
+                0.25,
+            ),
             colour_b: pick_jittered(rng, &JEANS, 0.25),
             skin: pick_jittered(rng, &SKIN, 0.1),
             stride: rng.random_range(-1.0..1.0),

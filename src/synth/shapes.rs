@@ -19,7 +19,11 @@ pub struct Surface {
 const BLACK: [f32; 3] = [0.0; 3];
 
 fn surf(albedo: [f32; 3], temp: f32) -> Option<Surface> {
-    Some(Surface { albedo, emissive: BLACK, temp })
+    Some(Surface {
+        albedo,
+        emissive: BLACK,
+        temp,
+    })
 }
 
 /// The object's surface at `(u, v)`, or `None` where the frame is empty.
@@ -38,7 +42,11 @@ fn person(obj: &SceneObject, u: f32, v: f32) -> Option<Surface> {
     // head and hair
     let (hx, hy) = (x / 0.062, (v - 0.068) / 0.068);
     if hx * hx + hy * hy < 1.0 {
-        return if v < 0.045 { surf([0.06, 0.045, 0.035], 0.80 + t) } else { surf(obj.skin, 0.95 + t) };
+        return if v < 0.045 {
+            surf([0.06, 0.045, 0.035], 0.80 + t)
+        } else {
+            surf(obj.skin, 0.95 + t)
+        };
     }
     // neck
     if (0.128..0.15).contains(&v) && x.abs() < 0.03 {
@@ -59,7 +67,11 @@ fn person(obj: &SceneObject, u: f32, v: f32) -> Option<Surface> {
             let along = (v - 0.15) / 0.37;
             let cx = side * (0.135 + 0.02 * along) + side * obj.stride * 0.05 * along;
             if (x - cx).abs() < 0.032 {
-                return if v > 0.47 { surf(obj.skin, 0.9 + t) } else { surf(obj.colour_a, 0.8 + t) };
+                return if v > 0.47 {
+                    surf(obj.skin, 0.9 + t)
+                } else {
+                    surf(obj.colour_a, 0.8 + t)
+                };
             }
         }
     }
@@ -69,7 +81,11 @@ fn person(obj: &SceneObject, u: f32, v: f32) -> Option<Surface> {
         for side in [-1.0f32, 1.0] {
             let cx = side * 0.055 + side * obj.stride * 0.09 * along;
             if (x - cx).abs() < 0.048 - 0.012 * along {
-                return if v > 0.965 { surf([0.04, 0.04, 0.04], 0.62 + t) } else { surf(obj.colour_b, 0.74 + t) };
+                return if v > 0.965 {
+                    surf([0.04, 0.04, 0.04], 0.62 + t)
+                } else {
+                    surf(obj.colour_b, 0.74 + t)
+                };
             }
         }
     }
@@ -123,17 +139,29 @@ fn car_side(obj: &SceneObject, u: f32, v: f32) -> Option<Surface> {
             return surf([0.1, 0.1, 0.1], 0.9); // exhaust
         }
         // engine bay warms the hood and front wing
-        let engine = if obj.engine_on { 0.3 * ((u - 0.7) / 0.3).clamp(0.0, 1.0) } else { 0.0 };
+        let engine = if obj.engine_on {
+            0.3 * ((u - 0.7) / 0.3).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let shade = if v > 0.7 { 0.8 } else { 1.0 };
-        return surf([paint[0] * shade, paint[1] * shade, paint[2] * shade], body_temp + engine);
+        return surf(
+            [paint[0] * shade, paint[1] * shade, paint[2] * shade],
+            body_temp + engine,
+        );
     }
     // cabin: a trapezoid, windows inside
     if (0.04..0.4).contains(&v) {
         let k = (v - 0.04) / 0.36;
         let (left, right) = (0.3 - 0.12 * k, 0.68 + 0.1 * k);
         if u > left && u < right {
-            let pillar = (u - left) < 0.025 || (right - u) < 0.025 || v < 0.07 || (u - 0.5).abs() < 0.015;
-            return if pillar { surf(paint, body_temp) } else { surf([0.06, 0.08, 0.1], 0.28) };
+            let pillar =
+                (u - left) < 0.025 || (right - u) < 0.025 || v < 0.07 || (u - 0.5).abs() < 0.015;
+            return if pillar {
+                surf(paint, body_temp)
+            } else {
+                surf([0.06, 0.08, 0.1], 0.28)
+            };
         }
     }
     None
@@ -144,13 +172,18 @@ fn car_end(obj: &SceneObject, u: f32, v: f32, front: bool) -> Option<Surface> {
     let paint = obj.colour_a;
     let body_temp = if obj.engine_on { 0.55 } else { 0.47 };
     // tyres under the body
-    if v > 0.78 && (u < 0.16 || u > 0.84) && (0.03..0.97).contains(&u) {
+    if v > 0.78 && !(0.16..=0.84).contains(&u) && (0.03..0.97).contains(&u) {
         return surf([0.04, 0.04, 0.045], if obj.engine_on { 0.7 } else { 0.5 });
     }
     if in_rounded_rect(u, v, 0.0, 0.36, 1.0, 0.84, 0.06) {
-        let lamp = (0.46..0.58).contains(&v) && (u < 0.17 || u > 0.83) && (0.04..0.96).contains(&u);
+        let lamp =
+            (0.46..0.58).contains(&v) && !(0.17..=0.83).contains(&u) && (0.04..0.96).contains(&u);
         if lamp {
-            return Some(if front { headlight(obj, false) } else { taillight(obj) });
+            return Some(if front {
+                headlight(obj, false)
+            } else {
+                taillight(obj)
+            });
         }
         if front && (0.3..0.7).contains(&u) && (0.5..0.72).contains(&v) {
             // the grille: the hottest part of a running car seen head-on
@@ -170,18 +203,38 @@ fn car_end(obj: &SceneObject, u: f32, v: f32, front: bool) -> Option<Surface> {
         let inset = 0.2 - 0.12 * k;
         if u > inset && u < 1.0 - inset {
             let frame = (u - inset) < 0.04 || (1.0 - inset - u) < 0.04 || v < 0.06;
-            return if frame { surf(paint, body_temp) } else { surf([0.06, 0.08, 0.1], 0.28) };
+            return if frame {
+                surf(paint, body_temp)
+            } else {
+                surf([0.06, 0.08, 0.1], 0.28)
+            };
         }
     }
     None
 }
 
 fn headlight(obj: &SceneObject, side: bool) -> Surface {
-    let glow = if obj.lights_on { if side { 1.5 } else { 4.0 } } else { 0.0 };
-    Surface { albedo: [0.85, 0.85, 0.8], emissive: [glow, glow * 0.97, glow * 0.85], temp: 0.62 }
+    let glow = if obj.lights_on {
+        if side {
+            1.5
+        } else {
+            4.0
+        }
+    } else {
+        0.0
+    };
+    Surface {
+        albedo: [0.85, 0.85, 0.8],
+        emissive: [glow, glow * 0.97, glow * 0.85],
+        temp: 0.62,
+    }
 }
 
 fn taillight(obj: &SceneObject) -> Surface {
     let glow = if obj.lights_on { 0.9 } else { 0.0 };
-    Surface { albedo: [0.6, 0.05, 0.04], emissive: [glow, glow * 0.05, glow * 0.03], temp: 0.6 }
+    Surface {
+        albedo: [0.6, 0.05, 0.04],
+        emissive: [glow, glow * 0.05, glow * 0.03],
+        temp: 0.6,
+    }
 }

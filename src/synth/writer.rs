@@ -44,10 +44,23 @@ pub fn yolo_label_text(labels: &[Label], width_px: u32, height_px: u32) -> Strin
 }
 
 /// Encodes PNG with fast settings: these files are many and written often.
-pub fn write_png(path: &Path, bytes: &[u8], w: u32, h: u32, colour: image::ExtendedColorType) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let encoder = PngEncoder::new_with_quality(BufWriter::new(file), CompressionType::Fast, FilterType::Adaptive);
-    encoder.write_image(bytes, w, h, colour).with_context(|| format!("cannot write {}", path.display()))
+pub fn write_png(
+    path: &Path,
+    bytes: &[u8],
+    w: u32,
+    h: u32,
+    colour: image::ExtendedColorType,
+) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let encoder = PngEncoder::new_with_quality(
+        BufWriter::new(file),
+        CompressionType::Fast,
+        FilterType::Adaptive,
+    );
+    encoder
+        .write_image(bytes, w, h, colour)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Refuses to write into a folder holding anything but an earlier output of
@@ -55,23 +68,31 @@ pub fn write_png(path: &Path, bytes: &[u8], w: u32, h: u32, colour: image::Exten
 /// the user's own data is never mixed with or replaced by synthetic pairs.
 fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
     if dir.exists() {
-        let mut entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        let mut entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
         if entries.next().is_some() {
             let meta_path = dir.join(META_FILE);
-            let ours = DatasetMeta::read(&meta_path).map(|m| m.generator.is_some()).unwrap_or(false);
+            let ours = DatasetMeta::read(&meta_path)
+                .map(|m| m.generator.is_some())
+                .unwrap_or(false);
             if !ours {
                 bail!("{} is not empty and is not an earlier `trainer synth` output; choose an empty folder", dir.display());
             }
             if !overwrite {
-                bail!("{} holds an earlier `trainer synth` output; pass --overwrite to replace it", dir.display());
+                bail!(
+                    "{} holds an earlier `trainer synth` output; pass --overwrite to replace it",
+                    dir.display()
+                );
             }
             for sub in ["images", "labels"] {
                 let p = dir.join(sub);
                 if p.exists() {
-                    std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+                    std::fs::remove_dir_all(&p)
+                        .with_context(|| format!("cannot remove {}", p.display()))?;
                 }
             }
-            std::fs::remove_file(&meta_path).with_context(|| format!("cannot remove {}", meta_path.display()))?;
+            std::fs::remove_file(&meta_path)
+                .with_context(|| format!("cannot remove {}", meta_path.display()))?;
         }
     }
     for sub in ["images/rgb", "images/ir", "labels"] {
@@ -82,7 +103,12 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
 }
 
 /// Generates pairs `0..pairs` into `dir` on all cores.
-pub fn write_dataset(gen: &Generator, dir: &Path, pairs: u64, overwrite: bool) -> Result<WriteSummary> {
+pub fn write_dataset(
+    gen: &Generator,
+    dir: &Path,
+    pairs: u64,
+    overwrite: bool,
+) -> Result<WriteSummary> {
     prepare_dir(dir, overwrite)?;
     let results: Vec<Result<(String, ImageMeta, usize)>> = (0..pairs)
         .into_par_iter()
@@ -91,16 +117,42 @@ pub fn write_dataset(gen: &Generator, dir: &Path, pairs: u64, overwrite: bool) -
             let sp = gen.pair_named(i, name.clone());
             let p = &sp.pair;
             let (w, h) = (p.width_px(), p.height_px());
-            write_png(&dir.join(format!("images/rgb/{name}.png")), p.rgb.as_raw(), w, h, image::ExtendedColorType::Rgb8)?;
-            write_png(&dir.join(format!("images/ir/{name}.png")), p.ir.as_raw(), w, h, image::ExtendedColorType::L8)?;
+            write_png(
+                &dir.join(format!("images/rgb/{name}.png")),
+                p.rgb.as_raw(),
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            )?;
+            write_png(
+                &dir.join(format!("images/ir/{name}.png")),
+                p.ir.as_raw(),
+                w,
+                h,
+                image::ExtendedColorType::L8,
+            )?;
             let label_path = dir.join(format!("labels/{name}.txt"));
             std::fs::write(&label_path, yolo_label_text(&p.labels, w, h))
                 .with_context(|| format!("cannot write {}", label_path.display()))?;
-            Ok((name, ImageMeta { condition: p.condition, split: Some(sp.split) }, p.labels.len()))
+            Ok((
+                name,
+                ImageMeta {
+                    condition: p.condition,
+                    split: Some(sp.split),
+                },
+                p.labels.len(),
+            ))
         })
         .collect();
-    let mut meta = DatasetMeta { names: Generator::names(), generator: Some(generator_record(gen, pairs)), ..Default::default() };
-    let mut summary = WriteSummary { pairs, ..Default::default() };
+    let mut meta = DatasetMeta {
+        names: Generator::names(),
+        generator: Some(generator_record(gen, pairs)),
+        ..Default::default()
+    };
+    let mut summary = WriteSummary {
+        pairs,
+        ..Default::default()
+    };
     for r in results {
         let (name, image_meta, objects) = r?;
         summary.objects += objects as u64;
@@ -149,7 +201,14 @@ pub fn write_preview(gen: &Generator, path: &Path, pairs: u64, per_condition: us
     let refs: Vec<_> = chosen.iter().collect();
     let sheet = preview::contact_sheet(&refs, &Generator::names());
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    write_png(path, sheet.as_raw(), sheet.width(), sheet.height(), image::ExtendedColorType::Rgb8)
+    write_png(
+        path,
+        sheet.as_raw(),
+        sheet.width(),
+        sheet.height(),
+        image::ExtendedColorType::Rgb8,
+    )
 }

@@ -53,7 +53,10 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let report = evaluate_dataset(&dataset.names, &images);
-    println!("\nthermal hot-spot baseline (no training, IR only) on {} pairs:", images.len());
+    println!(
+        "\nthermal hot-spot baseline (no training, IR only) on {} pairs:",
+        images.len()
+    );
     println!("{}", report.table());
     let json = report.to_json();
     let path = args.out.join("baseline_eval.json");

@@ -36,13 +36,25 @@ pub struct Args {
 
 /// Parses `WIDTHxHEIGHT`, e.g. `320x256`.
 pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("size '{s}' is not WIDTHxHEIGHT"))?;
-    let w = w.trim().parse().map_err(|_| format!("bad width in size '{s}'"))?;
-    let h = h.trim().parse().map_err(|_| format!("bad height in size '{s}'"))?;
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("size '{s}' is not WIDTHxHEIGHT"))?;
+    let w = w
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad width in size '{s}'"))?;
+    let h = h
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad height in size '{s}'"))?;
     Ok((w, h))
 }
 
-pub fn config_from(size: (u32, u32), conditions: &str, misregistration: u32) -> Result<SynthConfig> {
+pub fn config_from(
+    size: (u32, u32),
+    conditions: &str,
+    misregistration: u32,
+) -> Result<SynthConfig> {
     Ok(SynthConfig {
         scene: SceneParams {
             width_px: size.0,
@@ -56,11 +68,18 @@ pub fn config_from(size: (u32, u32), conditions: &str, misregistration: u32) -> 
 
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.pairs > 0, "--pairs must be at least 1");
-    let generator = Generator::new(config_from(args.size, &args.conditions, args.misregistration)?, args.seed)?;
+    let generator = Generator::new(
+        config_from(args.size, &args.conditions, args.misregistration)?,
+        args.seed,
+    )?;
     let start = Instant::now();
     let summary = writer::write_dataset(&generator, &args.out, args.pairs, args.overwrite)?;
     let secs = start.elapsed().as_secs_f64();
-    let per_condition: Vec<String> = summary.per_condition.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let per_condition: Vec<String> = summary
+        .per_condition
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
     println!(
         "wrote {} pairs ({}) with {} objects, {} empty images, to {} in {:.2} s ({:.0} pairs/s)",
         summary.pairs,

@@ -7,7 +7,11 @@ mod cmd_synth;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "trainer", version, about = "irdistill workstation tools: synthetic data, evaluation, training")]
+#[command(
+    name = "trainer",
+    version,
+    about = "irdistill workstation tools: synthetic data, evaluation, training"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
