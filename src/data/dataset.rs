@@ -1,0 +1,130 @@
+//! The layout-independent view of a dataset: its class names and samples.
+
+use super::images::{decode_gray, decode_rgb};
+use super::{llvip, yolo};
+use crate::bbox::Label;
+use crate::condition::{Condition, Split};
+use crate::pair::FramePair;
+use anyhow::{bail, ensure, Result};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// How a dataset folder is organised on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `images/rgb/`, `images/ir/`, `labels/*.txt` (YOLO), optional
+    /// `meta.json`: our own layout, written by `trainer synth`. See [`yolo`].
+    YoloPairs,
+    /// LLVIP as released: `visible/`, `infrared/`, `Annotations/` (Pascal
+    /// VOC). See [`llvip`].
+    Llvip,
+}
+
+impl Layout {
+    /// Recognises the layout of `dir` from the folders it contains.
+    pub fn detect(dir: &Path) -> Result<Layout> {
+        if yolo::looks_like(dir) {
+            Ok(Layout::YoloPairs)
+        } else if llvip::looks_like(dir) {
+            Ok(Layout::Llvip)
+        } else {
+            bail!(
+                "{}: unrecognised dataset layout; looked for {}/ (paired YOLO-txt layout) \
+                 or {}/ + {}/ + {}/ (LLVIP)",
+                dir.display(),
+                yolo::RGB_DIR,
+                llvip::VISIBLE_DIR,
+                llvip::INFRARED_DIR,
+                llvip::ANNOTATIONS_DIR
+            )
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Layout::YoloPairs => "yolo-pairs",
+            Layout::Llvip => "llvip",
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One checked RGB + IR pair: where its files are, its size (from the image
+/// headers) and its labels, without pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleInfo {
+    /// The file stem shared by both images (unique within the dataset).
+    pub name: String,
+    pub rgb_path: PathBuf,
+    pub ir_path: PathBuf,
+    pub width_px: u32,
+    pub height_px: u32,
+    /// Boxes in pixels, clipped to the image.
+    pub labels: Vec<Label>,
+    pub condition: Option<Condition>,
+    pub split: Split,
+}
+
+/// A checked dataset: class names and samples sorted by name.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub layout: Layout,
+    /// Class names; every label's `class_id` indexes into them.
+    pub names: Vec<String>,
+    pub samples: Vec<SampleInfo>,
+}
+
+impl Dataset {
+    /// Opens and validates the dataset in `dir`: pairing, sizes (from image
+    /// headers), labels and annotations. Pixels are decoded only by
+    /// [`Dataset::load_pair`]. The first problem found (in name order) is
+    /// returned as an error naming the file.
+    pub fn open(dir: &Path) -> Result<Dataset> {
+        ensure!(
+            dir.is_dir(),
+            "dataset folder {} does not exist or is not a folder",
+            dir.display()
+        );
+        match Layout::detect(dir)? {
+            Layout::YoloPairs => yolo::read(dir),
+            Layout::Llvip => llvip::read(dir),
+        }
+    }
+
+    /// The samples of one split, in name order.
+    pub fn split(&self, split: Split) -> Vec<&SampleInfo> {
+        self.samples.iter().filter(|s| s.split == split).collect()
+    }
+
+    /// Decodes both images of `sample` (RGB as 8-bit RGB, IR as 8-bit gray).
+    /// Errors name the file that fails to decode, or both files when their
+    /// size no longer matches what [`Dataset::open`] read from the headers.
+    pub fn load_pair(&self, sample: &SampleInfo) -> Result<FramePair> {
+        let rgb = decode_rgb(&sample.rgb_path)?;
+        let ir = decode_gray(&sample.ir_path)?;
+        let expected = (sample.width_px, sample.height_px);
+        ensure!(
+            rgb.dimensions() == expected && ir.dimensions() == expected,
+            "pair '{}' changed since the dataset was opened: RGB {} is {:?}, IR {} is {:?}, \
+             expected {expected:?}",
+            sample.name,
+            sample.rgb_path.display(),
+            rgb.dimensions(),
+            sample.ir_path.display(),
+            ir.dimensions()
+        );
+        Ok(FramePair {
+            name: sample.name.clone(),
+            rgb,
+            ir,
+            labels: sample.labels.clone(),
+            condition: sample.condition,
+        })
+    }
+}
