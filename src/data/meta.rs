@@ -51,8 +51,7 @@ impl DatasetMeta {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text + "\n")
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
 }

@@ -2,9 +2,19 @@
 
 mod cmd_demo;
 mod cmd_eval_coco;
+mod cmd_export;
+mod cmd_predict;
 mod cmd_synth;
+mod cmd_train;
+mod cmd_val;
 
 use clap::{Parser, Subcommand};
+
+// Training allocates and frees large tensors every step; glibc's malloc
+// returns them to the kernel each time (system time above half the wall
+// time). mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +34,14 @@ enum Command {
     Demo(cmd_demo::Args),
     /// Generate paired RGB+IR scenes (day / night / fog) to a folder.
     Synth(cmd_synth::Args),
+    /// Train a student detector (--data synth or a dataset folder).
+    Train(cmd_train::Args),
+    /// Evaluate a checkpoint on a dataset split: table, then JSON.
+    Val(cmd_val::Args),
+    /// Detect objects in images with a checkpoint; writes annotated copies.
+    Predict(cmd_predict::Args),
+    /// Export a checkpoint to ONNX (ultralytics YOLOv8 layout).
+    Export(cmd_export::Args),
     /// COCO bbox evaluation of a results file against an instances file.
     EvalCoco(cmd_eval_coco::Args),
 }
@@ -40,6 +58,10 @@ fn main() {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Synth(args) => cmd_synth::run(args),
         Command::EvalCoco(args) => cmd_eval_coco::run(args),
+        Command::Train(args) => cmd_train::run(args),
+        Command::Export(args) => cmd_export::run(args),
+        Command::Val(args) => cmd_val::run(args),
+        Command::Predict(args) => cmd_predict::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,80 @@
+//! `trainer predict`: run a checkpoint on image files, write annotated copies.
+
+use anyhow::{Context, Result};
+use irdistill::draw::{class_colour, draw_box, draw_label};
+use irdistill::postprocess::{detections, NmsParams};
+use irdistill::preprocess::{letterbox_into, Letterbox};
+use irdistill::train::checkpoint::load_model;
+use irdistill::train::run::device;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Folder for the annotated images.
+    #[arg(long, default_value = "runs/predict")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0.25)]
+    pub conf: f32,
+    #[arg(long, default_value_t = 0.45)]
+    pub iou: f32,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Images to run on.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let dev = device(&a.device)?;
+    let (model, cfg) = load_model(&a.weights, &dev)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let s = cfg.imgsz;
+    let params = NmsParams {
+        conf: a.conf,
+        iou: a.iou,
+        ..NmsParams::PREDICT
+    };
+    for path in &a.images {
+        let img = image::open(path)
+            .with_context(|| format!("cannot read image {}", path.display()))?
+            .to_rgb8();
+        let lb = Letterbox::new(img.width(), img.height(), s as u32, s as u32);
+        let mut input = vec![0.0f32; 3 * s * s];
+        letterbox_into(&img, &lb, &mut input);
+        let x = candle_core::Tensor::from_vec(input, (1, 3, s, s), &dev)?;
+        let out: Vec<f32> = model.predict(&x)?.flatten_all()?.to_vec1()?;
+        let mut annotated = img.clone();
+        let dets = detections(&out, cfg.nc, &params);
+        let mut json = Vec::new();
+        for d in &dets {
+            let b = lb.to_source(&d.bbox, img.width(), img.height());
+            let label = cfg.names.get(d.class_id).cloned().unwrap_or_default();
+            draw_box(&mut annotated, &b, class_colour(d.class_id), 2);
+            draw_label(
+                &mut annotated,
+                b.x1 as i64,
+                b.y1 as i64 - 10,
+                &format!("{label} {:.2}", d.score),
+                image::Rgb([0, 0, 0]),
+                class_colour(d.class_id),
+            );
+            json.push(serde_json::json!({"class_id": d.class_id, "label": label, "score": d.score, "box": [b.x1, b.y1, b.x2, b.y2]}));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image.png".into());
+        let dst = a.out.join(name);
+        annotated
+            .save(&dst)
+            .with_context(|| format!("cannot write {}", dst.display()))?;
+        println!(
+            "{}",
+            serde_json::json!({"image": path, "width": img.width(), "height": img.height(), "detections": json, "annotated": dst})
+        );
+    }
+    Ok(())
+}

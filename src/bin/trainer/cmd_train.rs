@@ -1,0 +1,101 @@
+//! `trainer train`: train a student detector.
+
+use anyhow::Result;
+use irdistill::train::optim::OptimizerKind;
+use irdistill::train::run::{train, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// `synth` (pairs drawn from the generator) or a dataset folder.
+    #[arg(long, default_value = "synth")]
+    pub data: String,
+    /// Model scale: student-p or student-n.
+    #[arg(long, default_value = "student-p")]
+    pub model: String,
+    /// Square input size (multiple of 32).
+    #[arg(long, default_value_t = 320)]
+    pub imgsz: usize,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Run folder: results.csv, results.png, last/best.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Continue the run in --out from its last.safetensors (its own arguments).
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate (AdamW default as ultralytics' auto for few classes).
+    #[arg(long, default_value_t = 0.002)]
+    pub lr0: f64,
+    /// Final learning rate as a fraction of lr0 (cosine decay).
+    #[arg(long, default_value_t = 0.01)]
+    pub lrf: f64,
+    #[arg(long, default_value_t = 0.0005)]
+    pub weight_decay: f64,
+    /// AdamW beta1 / SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup_epochs: f64,
+    /// Data worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// With --data synth: training pairs (generated once, kept in memory).
+    #[arg(long, default_value_t = 2000)]
+    pub synth_train: usize,
+    /// With --data synth: validation pairs.
+    #[arg(long, default_value_t = 300)]
+    pub synth_val: usize,
+    /// Turn augmentation off (flip, HSV, scale/translate).
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Stop after this many epochs in this invocation (the schedule still
+    /// spans --epochs); continue later with --resume.
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let opts = TrainOptions {
+        data: a.data,
+        model: a.model,
+        imgsz: a.imgsz,
+        epochs: a.epochs,
+        batch: a.batch,
+        out: a.out.clone(),
+        seed: a.seed,
+        optimizer: a.optimizer,
+        lr0: a.lr0,
+        lrf: a.lrf,
+        weight_decay: a.weight_decay,
+        momentum: a.momentum,
+        warmup_epochs: a.warmup_epochs,
+        workers: a.workers,
+        synth_train: a.synth_train,
+        synth_val: a.synth_val,
+        augment: !a.no_augment,
+        stop_after: a.stop_after,
+    };
+    let rows = train(opts, &a.device, a.resume)?;
+    if let Some(last) = rows.last() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "epochs": last.epoch,
+                "map50": last.map50,
+                "map": last.map,
+                "images_per_s": last.images_per_s,
+                "out": a.out,
+            })
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `trainer val`: evaluate a checkpoint on a dataset split.
+
+use anyhow::Result;
+use irdistill::condition::Split;
+use irdistill::train::checkpoint::load_model;
+use irdistill::train::run::{device, validate};
+use irdistill::train::source::{open_eval_split, SynthSizes};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// `synth` or a dataset folder.
+    #[arg(long, default_value = "synth")]
+    pub data: String,
+    #[arg(long, default_value = "val")]
+    pub split: Split,
+    /// Input size (default: the checkpoint's).
+    #[arg(long)]
+    pub imgsz: Option<usize>,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// With --data synth: pairs to evaluate, and the generator seed.
+    #[arg(long, default_value_t = 300)]
+    pub synth_pairs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub synth_seed: u64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let dev = device(&a.device)?;
+    let (model, cfg) = load_model(&a.weights, &dev)?;
+    let imgsz = a.imgsz.unwrap_or(cfg.imgsz);
+    anyhow::ensure!(
+        imgsz >= 32 && imgsz % 32 == 0,
+        "--imgsz {imgsz} must be a positive multiple of 32"
+    );
+    let synth = SynthSizes {
+        train: 0,
+        val: a.synth_pairs,
+        seed: a.synth_seed,
+    };
+    let (names, source) = open_eval_split(&a.data, a.split, synth)?;
+    anyhow::ensure!(
+        names == cfg.names,
+        "class names of {} ({:?}) differ from the model's ({:?})",
+        a.data,
+        names,
+        cfg.names
+    );
+    let report = validate(&model, source, &names, imgsz, a.batch, 2, &dev)?;
+    println!(
+        "{} on {} split '{}' at {imgsz}:",
+        a.weights.display(),
+        a.data,
+        a.split
+    );
+    println!("{}", report.table());
+    println!("{}", serde_json::to_string(&report.to_json())?);
+    Ok(())
+}

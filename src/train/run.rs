@@ -1,0 +1,624 @@
+//! The training loop: pair → student → losses → step, with validation of
+//! the EMA weights after each epoch, logs, curves and checkpoints.
+//!
+//! ```text
+//! PairSource ─ loader (workers: letterbox + augment) ─ Batch [B,3,S,S]
+//!   └─ YoloV8::forward_t(train) ─ levels ─ DetectionLoss ─ backward ─ Optimizer ─ EMA
+//! each epoch: EMA weights ─ validate (COCO mAP per condition) ─ results.csv/png, last/best.safetensors
+//! ```
+
+use super::augment::AugmentParams;
+use super::checkpoint::{self, CheckpointMeta, Progress};
+use super::ema::Ema;
+use super::loader::{batches_per_epoch, EpochLoader, LoaderConfig};
+use super::optim::{decays, Optimizer, OptimizerKind, Param, Schedule};
+use super::plot;
+use super::source::{open_data, DataSpec, PairSource, SynthSizes};
+use crate::condition::Split;
+use crate::eval::{evaluate_dataset, EvalImage, EvalReport};
+use crate::loss::DetectionLoss;
+use crate::model::{is_running_stat, ModelConfig, YoloV8};
+use crate::postprocess::{self, NmsParams};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything `trainer train` takes (also stored in checkpoints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub data: String,
+    pub model: String,
+    pub imgsz: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub optimizer: OptimizerKind,
+    pub lr0: f64,
+    pub lrf: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub warmup_epochs: f64,
+    pub workers: usize,
+    pub synth_train: usize,
+    pub synth_val: usize,
+    pub augment: bool,
+    /// Stop after this many epochs in this invocation (the schedule still
+    /// spans `epochs`); for tests of `--resume`.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+}
+
+/// One row of results.csv.
+#[derive(Debug, Clone, Default)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub box_loss: f64,
+    pub cls_loss: f64,
+    pub dfl_loss: f64,
+    pub report: Option<EvalReport>,
+    /// Overall validation metrics (kept when `report` is not, on resume).
+    pub map50: Option<f64>,
+    pub map: Option<f64>,
+    /// The row as read back from results.csv on `--resume`.
+    pub raw_line: Option<String>,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub epoch_s: f64,
+}
+
+/// Picks the compute device for `--device`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        // candle answers with an error when built without CUDA support
+        "cuda" => Device::new_cuda(0).context(
+            "--device cuda: no usable CUDA device (or a build without the `cuda` feature)",
+        ),
+        other => bail!("--device {other}: expected cpu or cuda"),
+    }
+}
+
+/// Draws every convolution weight again from a seeded RNG (PyTorch's default
+/// kaiming-uniform bound 1/sqrt(fan_in)): candle's CPU initialisers cannot be
+/// seeded, and runs with the same `--seed` must start from the same weights.
+pub fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().expect("VarMap mutex poisoned");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        if var.rank() < 2 || is_running_stat(name) {
+            continue;
+        }
+        let dims = var.dims().to_vec();
+        let fan_in: usize = dims[1..].iter().product();
+        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::condition::stable_hash(name));
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Named vars of `varmap`, sorted by name.
+pub fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap.data().lock().expect("VarMap mutex poisoned");
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Sets every var of `varmap` from `tensors` (names must match).
+pub fn load_into(
+    varmap: &VarMap,
+    tensors: &std::collections::HashMap<String, Tensor>,
+    what: &str,
+) -> Result<()> {
+    for (name, var) in named_vars(varmap) {
+        let t = tensors
+            .get(&name)
+            .with_context(|| format!("{what} lacks tensor {name}"))?;
+        ensure!(
+            t.shape() == var.shape(),
+            "{what}: tensor {name} has shape {:?}, the model expects {:?}",
+            t.shape(),
+            var.shape()
+        );
+        var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// A batch's images as a `[B, C, S, S]` tensor.
+pub fn batch_tensor(data: &[f32], b: usize, c: usize, s: usize, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_slice(data, (b, c, s, s), device)?)
+}
+
+/// Runs `model` over `source` and COCO-evaluates its detections, in
+/// model-input pixels (letterboxed), per condition.
+pub fn validate(
+    model: &YoloV8,
+    source: Arc<dyn PairSource>,
+    names: &[String],
+    imgsz: usize,
+    batch: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        imgsz: imgsz as u32,
+        augment: None,
+        with_ir: false,
+        shuffle: false,
+        workers,
+        seed: 0,
+    };
+    let mut images = Vec::new();
+    for b in EpochLoader::start(source, &cfg, 0, 0) {
+        let b = b?;
+        let x = batch_tensor(&b.rgb, b.len(), 3, imgsz, device)?;
+        let out = model
+            .predict(&x)?
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?; // [B, 4+nc, N]
+        for (i, labels) in b.labels.into_iter().enumerate() {
+            let row: Vec<f32> = out.get(i)?.flatten_all()?.to_vec1()?;
+            images.push(EvalImage {
+                labels,
+                detections: postprocess::detections(&row, names.len(), &NmsParams::VAL),
+                condition: b.conditions[i],
+            });
+        }
+    }
+    Ok(evaluate_dataset(names, &images))
+}
+
+/// Fitness used to pick `best.safetensors` (ultralytics: 0.1·mAP50 + 0.9·mAP50-95).
+pub fn fitness(r: &EvalReport) -> f64 {
+    0.1 * r.overall.stats.map50 + 0.9 * r.overall.stats.map
+}
+
+struct Trainer {
+    opts: TrainOptions,
+    data: DataSpec,
+    device: Device,
+    cfg: ModelConfig,
+    varmap: VarMap,
+    model: YoloV8,
+    eval_varmap: VarMap,
+    eval_model: YoloV8,
+    optimizer: Optimizer,
+    ema: Ema,
+    loss: DetectionLoss,
+    schedule: Schedule,
+    epochs_done: usize,
+    best_fitness: f64,
+    rows: Vec<EpochRow>,
+}
+
+/// `trainer train`.
+pub fn train(opts: TrainOptions, device_name: &str, resume: bool) -> Result<Vec<EpochRow>> {
+    let mut t = Trainer::new(opts, device_name, resume)?;
+    t.run()?;
+    Ok(t.rows)
+}
+
+impl Trainer {
+    fn new(mut opts: TrainOptions, device_name: &str, resume: bool) -> Result<Self> {
+        let last = opts.out.join("last.safetensors");
+        let device = device(device_name)?;
+        let resumed = if resume {
+            let ckpt = checkpoint::load(&last, &device)
+                .with_context(|| format!("--resume: cannot resume from {}", last.display()))?;
+            let progress = ckpt
+                .meta
+                .progress
+                .clone()
+                .with_context(|| format!("{} holds no training progress", last.display()))?;
+            let saved: TrainOptions = serde_json::from_value(progress.args.clone())
+                .context("--resume: stored training arguments")?;
+            // the run continues with its own arguments; only the stop point may differ
+            let stop_after = opts.stop_after;
+            opts = saved;
+            opts.stop_after = stop_after;
+            Some((ckpt, progress))
+        } else {
+            None
+        };
+        validate_options(&opts)?;
+        std::fs::create_dir_all(&opts.out)
+            .with_context(|| format!("cannot create {}", opts.out.display()))?;
+        if !resume && last.exists() {
+            bail!("{} already holds a run (last.safetensors); pass --resume to continue it or choose another --out", opts.out.display());
+        }
+        let synth = SynthSizes {
+            train: opts.synth_train,
+            val: opts.synth_val,
+            seed: opts.seed,
+        };
+        tracing::info!("loading data {}", opts.data);
+        let data = open_data(&opts.data, synth, Split::Val)?;
+        let cfg = ModelConfig {
+            scale: opts.model.clone(),
+            nc: data.names.len(),
+            names: data.names.clone(),
+            imgsz: opts.imgsz,
+        };
+        let varmap = VarMap::new();
+        let model = YoloV8::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
+        seed_weights(&varmap, opts.seed)?;
+        let eval_varmap = VarMap::new();
+        let eval_model = YoloV8::load(
+            VarBuilder::from_varmap(&eval_varmap, DType::F32, &device),
+            &cfg,
+        )?;
+
+        let params: Vec<Param> = named_vars(&varmap)
+            .into_iter()
+            .filter(|(n, _)| !is_running_stat(n))
+            .map(|(name, var)| Param {
+                decay: decays(&name, &var),
+                name,
+                var,
+            })
+            .collect();
+        // ultralytics scales weight decay with the batch (nominal batch 64)
+        let wd = opts.weight_decay * opts.batch as f64 / 64.0;
+        let mut optimizer = Optimizer::new(opts.optimizer, params, wd, opts.momentum)?;
+        let mut ema = Ema::new(named_vars(&varmap))?;
+        let nb = batches_per_epoch(data.train.len(), opts.batch) as u64;
+        let total = nb * opts.epochs as u64;
+        let warmup = ((opts.warmup_epochs * nb as f64).round() as u64)
+            .max(100)
+            .min(total / 2);
+        let schedule = Schedule {
+            lr0: opts.lr0,
+            lrf: opts.lrf,
+            warmup_steps: warmup,
+            total_steps: total,
+            warmup_bias_lr: 0.1,
+            warmup_momentum: 0.8,
+            momentum: opts.momentum,
+        };
+        let mut epochs_done = 0;
+        let mut best_fitness = f64::NEG_INFINITY;
+        let mut rows = Vec::new();
+        if let Some((ckpt, progress)) = resumed {
+            ensure!(
+                ckpt.meta.config == cfg,
+                "--resume: the checkpoint's model ({:?}) differs from the data's ({:?})",
+                ckpt.meta.config,
+                cfg
+            );
+            load_into(&varmap, &ckpt.group("model"), &last.display().to_string())?;
+            let ema_tensors = ckpt.group("ema");
+            for (name, _, avg) in ema.entries.iter_mut() {
+                *avg = ema_tensors
+                    .get(name)
+                    .with_context(|| format!("{} lacks ema.{name}", last.display()))?
+                    .clone();
+            }
+            ema.updates = progress.ema_updates;
+            optimizer.load_state(&ckpt.tensors, progress.optimizer_step)?;
+            epochs_done = progress.epochs_done;
+            best_fitness = progress.best_fitness;
+            rows = read_results_csv(&opts.out.join("results.csv"), epochs_done)?;
+            tracing::info!("resuming {} after epoch {epochs_done}", opts.out.display());
+        }
+        Ok(Self {
+            loss: DetectionLoss::new(cfg.nc),
+            opts,
+            data,
+            device,
+            cfg,
+            varmap,
+            model,
+            eval_varmap,
+            eval_model,
+            optimizer,
+            ema,
+            schedule,
+            epochs_done,
+            best_fitness,
+            rows,
+        })
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let start_epoch = self.epochs_done;
+        for epoch in start_epoch..self.opts.epochs {
+            if self
+                .opts
+                .stop_after
+                .is_some_and(|n| epoch - start_epoch >= n)
+            {
+                break;
+            }
+            let mut row = self.train_epoch(epoch)?;
+            load_ema(&self.eval_varmap, &self.ema)?;
+            let report = validate(
+                &self.eval_model,
+                self.data.val.clone(),
+                &self.data.names,
+                self.opts.imgsz,
+                self.opts.batch,
+                self.opts.workers,
+                &self.device,
+            )?;
+            let fit = fitness(&report);
+            eprintln!(
+                "epoch {}/{}: val mAP50 {:.3} mAP50-95 {:.3} ({})",
+                epoch + 1,
+                self.opts.epochs,
+                report.overall.stats.map50,
+                report.overall.stats.map,
+                report
+                    .per_condition
+                    .iter()
+                    .map(|(k, m)| format!("{k} {:.3}", m.stats.map50))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            row.map50 = Some(report.overall.stats.map50);
+            row.map = Some(report.overall.stats.map);
+            row.report = Some(report);
+            self.rows.push(row);
+            self.epochs_done = epoch + 1;
+            let improved = fit > self.best_fitness;
+            if improved {
+                self.best_fitness = fit;
+            }
+            self.save(&self.opts.out.join("last.safetensors"), true)?;
+            if improved {
+                self.save(&self.opts.out.join("best.safetensors"), false)?;
+            }
+            write_results_csv(&self.opts.out.join("results.csv"), &self.rows)?;
+            if let Err(e) = plot::results_png(&self.opts.out.join("results.png"), &self.rows) {
+                tracing::warn!("results.png not written: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochRow> {
+        let cfg = LoaderConfig {
+            batch_size: self.opts.batch,
+            imgsz: self.opts.imgsz as u32,
+            augment: self.opts.augment.then(AugmentParams::default),
+            with_ir: false,
+            shuffle: true,
+            workers: self.opts.workers,
+            seed: self.opts.seed,
+        };
+        let nb = batches_per_epoch(self.data.train.len(), self.opts.batch);
+        let bar = ProgressBar::new(nb as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.opts.epochs));
+        let start = Instant::now();
+        let (mut sums, mut images, mut lr) = ([0.0f64; 3], 0usize, 0.0);
+        for (i, batch) in EpochLoader::start(self.data.train.clone(), &cfg, epoch, 0).enumerate() {
+            let batch = batch?;
+            let step = self.optimizer.step;
+            let (lr_w, lr_b, momentum) = self.schedule.at(step);
+            self.optimizer.momentum = momentum;
+            lr = lr_w;
+            let x = batch_tensor(&batch.rgb, batch.len(), 3, self.opts.imgsz, &self.device)?;
+            let out = self.model.forward_t(&x, true)?;
+            let loss = self.loss.compute(&out.levels, &batch.labels)?;
+            let parts = [
+                loss.box_loss as f64,
+                loss.cls_loss as f64,
+                loss.dfl_loss as f64,
+            ];
+            if !parts.iter().all(|v| v.is_finite()) {
+                bail!(
+                    "non-finite loss at epoch {} step {} (batch {i}): box {} cls {} dfl {}; stopping (lower --lr0?)",
+                    epoch + 1,
+                    step + 1,
+                    parts[0],
+                    parts[1],
+                    parts[2]
+                );
+            }
+            let grads = loss.total.backward()?;
+            self.optimizer.step(&grads, lr_w, lr_b)?;
+            self.ema.update()?;
+            for k in 0..3 {
+                sums[k] += parts[k];
+            }
+            images += batch.len();
+            let n = (i + 1) as f64;
+            bar.set_message(format!(
+                "box {:.3} cls {:.3} dfl {:.3} {:.1} img/s",
+                sums[0] / n,
+                sums[1] / n,
+                sums[2] / n,
+                images as f64 / start.elapsed().as_secs_f64()
+            ));
+            bar.inc(1);
+        }
+        bar.finish();
+        let secs = start.elapsed().as_secs_f64();
+        Ok(EpochRow {
+            epoch: epoch + 1,
+            box_loss: sums[0] / nb as f64,
+            cls_loss: sums[1] / nb as f64,
+            dfl_loss: sums[2] / nb as f64,
+            report: None,
+            map50: None,
+            map: None,
+            raw_line: None,
+            lr,
+            images_per_s: images as f64 / secs,
+            epoch_s: secs,
+        })
+    }
+
+    fn save(&self, path: &Path, with_optimizer: bool) -> Result<()> {
+        let mut tensors = BTreeMap::new();
+        for (name, var) in named_vars(&self.varmap) {
+            tensors.insert(format!("model.{name}"), var.as_tensor().clone());
+        }
+        for (name, t) in self.ema.tensors() {
+            tensors.insert(format!("ema.{name}"), t.clone());
+        }
+        if with_optimizer {
+            tensors.extend(self.optimizer.state());
+        }
+        let meta = CheckpointMeta {
+            config: self.cfg.clone(),
+            progress: Some(Progress {
+                epochs_done: self.epochs_done,
+                optimizer_step: self.optimizer.step,
+                ema_updates: self.ema.updates,
+                best_fitness: self.best_fitness,
+                args: serde_json::to_value(&self.opts)?,
+            }),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        checkpoint::save(path, &meta, &tensors)
+    }
+}
+
+/// Copies the EMA's averages into the evaluation model's vars.
+fn load_ema(varmap: &VarMap, ema: &Ema) -> Result<()> {
+    let map: std::collections::HashMap<String, Tensor> = ema
+        .tensors()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
+    load_into(varmap, &map, "EMA")
+}
+
+fn validate_options(o: &TrainOptions) -> Result<()> {
+    ensure!(
+        o.imgsz >= 32 && o.imgsz % 32 == 0,
+        "--imgsz {} must be a positive multiple of 32",
+        o.imgsz
+    );
+    ensure!(o.epochs >= 1, "--epochs must be at least 1");
+    ensure!(o.batch >= 1, "--batch must be at least 1");
+    ensure!(o.lr0 > 0.0 && o.lr0.is_finite(), "--lr0 must be positive");
+    ensure!(o.workers >= 1, "--workers must be at least 1");
+    if o.data == "synth" {
+        ensure!(
+            o.synth_train >= 1 && o.synth_val >= 1,
+            "--synth-train and --synth-val must be at least 1"
+        );
+    }
+    crate::model::Scale::by_name(&o.model).context("--model")?;
+    Ok(())
+}
+
+const CONDITIONS: [&str; 4] = ["day", "night", "fog", "adverse"];
+
+fn csv_header() -> String {
+    let mut h = vec![
+        "epoch",
+        "train/box_loss",
+        "train/cls_loss",
+        "train/dfl_loss",
+        "metrics/mAP50(B)",
+        "metrics/mAP50-95(B)",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    for c in CONDITIONS {
+        h.push(format!("metrics/mAP50({c})"));
+        h.push(format!("metrics/mAP50-95({c})"));
+    }
+    h.extend(["lr", "images_per_s", "epoch_s"].map(String::from));
+    h.join(",")
+}
+
+fn csv_line(r: &EpochRow) -> String {
+    if let Some(raw) = &r.raw_line {
+        return raw.clone();
+    }
+    let m = |f: &dyn Fn(&EvalReport) -> Option<f64>| {
+        r.report
+            .as_ref()
+            .and_then(f)
+            .map_or(String::new(), |v| format!("{v:.5}"))
+    };
+    let mut cols = vec![
+        r.epoch.to_string(),
+        format!("{:.5}", r.box_loss),
+        format!("{:.5}", r.cls_loss),
+        format!("{:.5}", r.dfl_loss),
+        m(&|x| Some(x.overall.stats.map50)),
+        m(&|x| Some(x.overall.stats.map)),
+    ];
+    for c in CONDITIONS {
+        cols.push(m(&|x| x.per_condition.get(c).map(|v| v.stats.map50)));
+        cols.push(m(&|x| x.per_condition.get(c).map(|v| v.stats.map)));
+    }
+    cols.extend([
+        format!("{:.6}", r.lr),
+        format!("{:.2}", r.images_per_s),
+        format!("{:.1}", r.epoch_s),
+    ]);
+    cols.join(",")
+}
+
+/// Rewrites results.csv with all rows so far (atomic).
+pub fn write_results_csv(path: &Path, rows: &[EpochRow]) -> Result<()> {
+    let tmp = path.with_extension("csv.tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(f, "{}", csv_header())?;
+    for r in rows {
+        writeln!(f, "{}", csv_line(r))?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads back the first `epochs` rows of results.csv on `--resume` (losses
+/// and overall metrics; enough for the curves).
+fn read_results_csv(path: &Path, epochs: usize) -> Result<Vec<EpochRow>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1).take(epochs) {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| {
+            f.get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        rows.push(EpochRow {
+            epoch: num(0) as usize,
+            box_loss: num(1),
+            cls_loss: num(2),
+            dfl_loss: num(3),
+            report: None,
+            map50: Some(num(4)).filter(|v| v.is_finite()),
+            map: Some(num(5)).filter(|v| v.is_finite()),
+            raw_line: Some(line.to_string()),
+            lr: num(f.len().saturating_sub(3)),
+            images_per_s: num(f.len().saturating_sub(2)),
+            epoch_s: num(f.len().saturating_sub(1)),
+        });
+    }
+    Ok(rows)
+}

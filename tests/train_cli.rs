@@ -1,0 +1,224 @@
+//! `trainer train | val | predict` end to end on tiny synthetic runs:
+//! outputs, resume equivalence, NaN detection and argument errors.
+
+use candle_core::Device;
+use irdistill::train::checkpoint;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("run trainer")
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "trainer failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tiny but complete run: 24 generated pairs at 64 px.
+fn tiny(out: &Path, epochs: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        "synth",
+        "--model",
+        "student-p",
+        "--imgsz",
+        "64",
+        "--epochs",
+        epochs,
+        "--batch",
+        "8",
+        "--synth-train",
+        "24",
+        "--synth-val",
+        "8",
+        "--seed",
+        "3",
+        "--out",
+    ];
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    trainer(&args)
+}
+
+#[test]
+fn a_run_writes_results_checkpoints_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let stdout = ok(&tiny(&run, "2", &[]));
+    let last_line: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last_line["epochs"], 2);
+    for f in [
+        "results.csv",
+        "results.png",
+        "last.safetensors",
+        "best.safetensors",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].starts_with(
+        "epoch,train/box_loss,train/cls_loss,train/dfl_loss,metrics/mAP50(B),metrics/mAP50-95(B)"
+    ));
+    assert!(lines[0].contains("metrics/mAP50(night)") && lines[0].contains("images_per_s"));
+    let ckpt = checkpoint::load(&run.join("last.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(ckpt.meta.config.names, vec!["person", "car"]);
+    assert_eq!(ckpt.meta.config.imgsz, 64);
+    assert_eq!(ckpt.meta.progress.unwrap().epochs_done, 2);
+
+    // val needs no model flags: the checkpoint carries its config
+    let best = run.join("best.safetensors");
+    let val = ok(&trainer(&[
+        "val",
+        "--weights",
+        best.to_str().unwrap(),
+        "--data",
+        "synth",
+        "--synth-pairs",
+        "8",
+        "--split",
+        "test",
+    ]));
+    let metrics: serde_json::Value = serde_json::from_str(val.lines().last().unwrap()).unwrap();
+    assert!(metrics["overall"]["map50"].as_f64().is_some(), "{val}");
+
+    // export: ultralytics layout, loadable by tract, metadata from the run
+    let onnx = tmp.path().join("m.onnx");
+    let exp = ok(&trainer(&[
+        "export",
+        "--weights",
+        best.to_str().unwrap(),
+        "--out",
+        onnx.to_str().unwrap(),
+        "--dynamic",
+    ]));
+    let exp: serde_json::Value = serde_json::from_str(exp.lines().last().unwrap()).unwrap();
+    assert_eq!(exp["output_shape"], serde_json::json!([1, 6, 84]));
+    use tract_onnx::prelude::*;
+    let model = tract_onnx::onnx().model_for_path(&onnx).unwrap();
+    assert_eq!(model.outputs.len(), 1);
+    let proto = tract_onnx::onnx().proto_model_for_path(&onnx).unwrap();
+    let meta: std::collections::HashMap<_, _> = proto
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    assert_eq!(meta["names"], "{0: 'person', 1: 'car'}");
+    assert_eq!(meta["imgsz"], "[64, 64]");
+    assert_eq!(meta["train_data"], "synth");
+
+    // predict writes annotated copies and one JSON line per image
+    let img = tmp.path().join("frame.png");
+    let gen = irdistill::synth::Generator::new(Default::default(), 1).unwrap();
+    gen.pair(0).pair.rgb.save(&img).unwrap();
+    let pred_dir = tmp.path().join("pred");
+    let pred = ok(&trainer(&[
+        "predict",
+        "--weights",
+        best.to_str().unwrap(),
+        "--out",
+        pred_dir.to_str().unwrap(),
+        "--conf",
+        "0.01",
+        img.to_str().unwrap(),
+    ]));
+    let line: serde_json::Value = serde_json::from_str(pred.lines().next().unwrap()).unwrap();
+    assert_eq!(line["width"], 320);
+    assert!(pred_dir.join("frame.png").is_file());
+}
+
+fn tensors(path: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    checkpoint::load(path, &Device::Cpu).unwrap().tensors
+}
+
+#[test]
+fn an_interrupted_run_resumed_ends_like_an_unbroken_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&tiny(&a, "3", &[]));
+    ok(&tiny(&b, "3", &["--stop-after", "1"]));
+    let half = checkpoint::load(&b.join("last.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(half.meta.progress.unwrap().epochs_done, 1);
+    ok(&trainer(&[
+        "train",
+        "--resume",
+        "--out",
+        b.to_str().unwrap(),
+    ]));
+    let (ta, tb) = (
+        tensors(&a.join("last.safetensors")),
+        tensors(&b.join("last.safetensors")),
+    );
+    assert_eq!(ta.len(), tb.len());
+    let mut worst = 0.0f32;
+    for (name, x) in &ta {
+        let y = &tb[name];
+        let d: f32 = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        worst = worst.max(d);
+    }
+    assert!(
+        worst < 1e-5,
+        "resumed weights differ from the unbroken run by {worst}"
+    );
+    let csv = std::fs::read_to_string(b.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tiny(&tmp.path().join("nan"), "2", &["--lr0", "1e30"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("non-finite loss at epoch"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_arguments_and_data_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("x");
+    for (extra, needle) in [
+        (vec!["--imgsz", "100"], "--imgsz 100"),
+        (vec!["--model", "student-q"], "student-q"),
+        (vec!["--data", "/no/such/folder"], "/no/such/folder"),
+        (vec!["--epochs", "0"], "--epochs"),
+    ] {
+        let mut args = vec!["train", "--out", dir.to_str().unwrap()];
+        args.extend_from_slice(&extra);
+        let out = trainer(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = trainer(&["val", "--weights", "/no/such.safetensors"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such.safetensors"));
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let out = trainer(&["val", "--weights", junk.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("junk.safetensors"),
+        "{err}"
+    );
+}
