@@ -52,10 +52,18 @@ pub struct TrainOptions {
     pub synth_train: usize,
     pub synth_val: usize,
     pub augment: bool,
+    /// Split validated on: `val`; `train` checks that the model can fit
+    /// its training data (a sanity check when something does not learn).
+    #[serde(default = "default_val_split")]
+    pub val_split: Split,
     /// Stop after this many epochs in this invocation (the schedule still
     /// spans `epochs`); for tests of `--resume`.
     #[serde(skip)]
     pub stop_after: Option<usize>,
+}
+
+fn default_val_split() -> Split {
+    Split::Val
 }
 
 /// One row of results.csv.
@@ -108,6 +116,41 @@ pub fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
             .map(|_| rng.random_range(-bound..bound))
             .collect();
         var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Starts BatchNorm running statistics at the statistics of real batches
+/// instead of (mean 0, var 1). With momentum 0.03 the initial variance of 1
+/// otherwise dominates for hundreds of steps (true variances here are often
+/// ~1e-3), and every validation before then runs a model whose eval-mode
+/// normalisation is far off its training-mode one. Zeroing the stats first
+/// makes one train-mode forward leave exactly `momentum × batch statistic`
+/// in them, which is divided out and averaged over the `batches`.
+pub fn warm_start_batchnorm(model: &YoloV8, varmap: &VarMap, batches: &[Tensor]) -> Result<()> {
+    let momentum = crate::model::blocks::BN_MOMENTUM;
+    let stats: Vec<(String, Var)> = named_vars(varmap)
+        .into_iter()
+        .filter(|(n, _)| is_running_stat(n))
+        .collect();
+    let mut sums: Vec<Option<Tensor>> = vec![None; stats.len()];
+    for x in batches {
+        for (_, v) in &stats {
+            v.set(&v.as_tensor().zeros_like()?)?;
+        }
+        model.forward_t(x, true)?;
+        for (k, (_, v)) in stats.iter().enumerate() {
+            let batch_stat = (v.as_tensor().detach() / momentum)?;
+            sums[k] = Some(match sums[k].take() {
+                None => batch_stat,
+                Some(s) => (s + batch_stat)?,
+            });
+        }
+    }
+    for ((_, v), sum) in stats.iter().zip(sums) {
+        if let Some(sum) = sum {
+            v.set(&(sum / batches.len() as f64)?)?;
+        }
     }
     Ok(())
 }
@@ -250,7 +293,7 @@ impl Trainer {
             seed: opts.seed,
         };
         tracing::info!("loading data {}", opts.data);
-        let data = open_data(&opts.data, synth, Split::Val)?;
+        let data = open_data(&opts.data, synth, opts.val_split)?;
         let cfg = ModelConfig {
             scale: opts.model.clone(),
             nc: data.names.len(),
@@ -260,6 +303,9 @@ impl Trainer {
         let varmap = VarMap::new();
         let model = YoloV8::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
         seed_weights(&varmap, opts.seed)?;
+        if !resume {
+            warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
+        }
         let eval_varmap = VarMap::new();
         let eval_model = YoloV8::load(
             VarBuilder::from_varmap(&eval_varmap, DType::F32, &device),
@@ -495,6 +541,33 @@ impl Trainer {
         };
         checkpoint::save(path, &meta, &tensors)
     }
+}
+
+/// Runs [`warm_start_batchnorm`] on up to 4 batches of the first epoch.
+fn warm_start_from_data(
+    model: &YoloV8,
+    varmap: &VarMap,
+    data: &DataSpec,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<()> {
+    let cfg = LoaderConfig {
+        batch_size: opts.batch,
+        imgsz: opts.imgsz as u32,
+        augment: opts.augment.then(AugmentParams::default),
+        with_ir: false,
+        shuffle: true,
+        workers: opts.workers,
+        seed: opts.seed,
+    };
+    let batches = EpochLoader::start(data.train.clone(), &cfg, 0, 0)
+        .take(4)
+        .map(|b| {
+            let b = b?;
+            batch_tensor(&b.rgb, b.len(), 3, opts.imgsz, device)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    warm_start_batchnorm(model, varmap, &batches)
 }
 
 /// Copies the EMA's averages into the evaluation model's vars.

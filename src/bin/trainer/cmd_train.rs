@@ -54,6 +54,9 @@ pub struct Args {
     /// With --data synth: validation pairs.
     #[arg(long, default_value_t = 300)]
     pub synth_val: usize,
+    /// Split to validate on (`train` checks the model can fit its data).
+    #[arg(long, default_value = "val")]
+    pub val_split: irdistill::condition::Split,
     /// Turn augmentation off (flip, HSV, scale/translate).
     #[arg(long)]
     pub no_augment: bool,
@@ -82,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         synth_train: a.synth_train,
         synth_val: a.synth_val,
         augment: !a.no_augment,
+        val_split: a.val_split,
         stop_after: a.stop_after,
     };
     let rows = train(opts, &a.device, a.resume)?;
