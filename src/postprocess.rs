@@ -10,6 +10,9 @@ pub struct NmsParams {
     pub conf: f32,
     pub iou: f32,
     pub max_det: usize,
+    /// Every class at or above `conf` is a candidate (ultralytics'
+    /// validation), not only each anchor's best class.
+    pub multi_label: bool,
 }
 
 impl NmsParams {
@@ -18,12 +21,14 @@ impl NmsParams {
         conf: 0.001,
         iou: 0.7,
         max_det: 300,
+        multi_label: true,
     };
     /// Ultralytics' prediction defaults.
     pub const PREDICT: NmsParams = NmsParams {
         conf: 0.25,
         iou: 0.45,
         max_det: 300,
+        multi_label: false,
     };
 }
 
@@ -78,9 +83,40 @@ pub fn nms(mut dets: Vec<Detection>, iou: f32, max_det: usize) -> Vec<Detection>
     kept
 }
 
+/// Every (anchor, class) pair scoring at least `conf`.
+pub fn candidates_multi_label(output: &[f32], nc: usize, conf: f32) -> Vec<Detection> {
+    let n = output.len() / (4 + nc);
+    assert_eq!(output.len(), (4 + nc) * n, "output is not [4 + nc, N]");
+    let mut out = Vec::new();
+    for a in 0..n {
+        for c in 0..nc {
+            let s = output[(4 + c) * n + a];
+            if s >= conf && s.is_finite() {
+                let (cx, cy, w, h) = (
+                    output[a],
+                    output[n + a],
+                    output[2 * n + a],
+                    output[3 * n + a],
+                );
+                out.push(Detection {
+                    class_id: c,
+                    score: s,
+                    bbox: BBox::from_cxcywh(cx, cy, w, h),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Candidates + NMS in one call.
 pub fn detections(output: &[f32], nc: usize, p: &NmsParams) -> Vec<Detection> {
-    nms(candidates(output, nc, p.conf), p.iou, p.max_det)
+    let cands = if p.multi_label {
+        candidates_multi_label(output, nc, p.conf)
+    } else {
+        candidates(output, nc, p.conf)
+    };
+    nms(cands, p.iou, p.max_det)
 }
 
 #[cfg(test)]
@@ -109,6 +145,7 @@ mod tests {
                 conf: 0.25,
                 iou: 0.45,
                 max_det: 10,
+                multi_label: false,
             },
         );
         assert_eq!(d.len(), 2);
@@ -122,8 +159,12 @@ mod tests {
                 conf: 0.25,
                 iou: 0.45,
                 max_det: 1,
+                multi_label: false,
             },
         );
         assert_eq!(capped.len(), 1);
+        // multi-label: every class above conf is a candidate, not just the best
+        assert_eq!(candidates_multi_label(&out, 2, 0.05).len(), 6);
+        assert_eq!(candidates(&out, 2, 0.05).len(), 3);
     }
 }

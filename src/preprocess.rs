@@ -97,8 +97,11 @@ pub fn linear_taps(
 pub fn letterbox_into(rgb: &RgbImage, lb: &Letterbox, out: &mut [f32]) {
     let (w, h) = (lb.dst_w_px as usize, lb.dst_h_px as usize);
     assert_eq!(out.len(), 3 * w * h, "output buffer must be [3, {h}, {w}]");
-    let xs = linear_taps(rgb.width(), lb.dst_w_px, lb.pad_left_px, lb.scale);
-    let ys = linear_taps(rgb.height(), lb.dst_h_px, lb.pad_top_px, lb.scale);
+    // cv2.resize to the rounded inner size: each axis scales by inner/src
+    let sx = lb.inner_w_px as f32 / rgb.width() as f32;
+    let sy = lb.inner_h_px as f32 / rgb.height() as f32;
+    let xs = linear_taps(rgb.width(), lb.dst_w_px, lb.pad_left_px, sx);
+    let ys = linear_taps(rgb.height(), lb.dst_h_px, lb.pad_top_px, sy);
     let src = rgb.as_raw();
     let stride = rgb.width() as usize * 3;
     let pad = PAD_GREY as f32 / 255.0;

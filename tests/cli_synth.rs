@@ -147,6 +147,22 @@ fn refuses_foreign_folders_and_overwrites_only_when_asked() {
     let again = synth(&out, &[]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    // a user's own pair added to a synth folder is never deleted
+    std::fs::write(out.join("labels/mine.txt"), "0 0.5 0.5 0.1 0.1\n").unwrap();
+    let guarded = trainer()
+        .args(["synth", "--out"])
+        .arg(&out)
+        .args(["--pairs", "3", "--size", "96x80", "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(!guarded.status.success());
+    assert!(
+        String::from_utf8_lossy(&guarded.stderr).contains("mine.txt"),
+        "{}",
+        String::from_utf8_lossy(&guarded.stderr)
+    );
+    assert!(out.join("labels/mine.txt").exists() && out.join("labels/000000.txt").exists());
+    std::fs::remove_file(out.join("labels/mine.txt")).unwrap();
     // a smaller overwrite leaves no stale pairs behind
     let smaller = trainer()
         .args(["synth", "--out"])

@@ -133,6 +133,17 @@ fn a_run_writes_results_checkpoints_and_evaluates() {
     let line: serde_json::Value = serde_json::from_str(pred.lines().next().unwrap()).unwrap();
     assert_eq!(line["width"], 320);
     assert!(pred_dir.join("frame.png").is_file());
+    // never over the input itself
+    let same = trainer(&[
+        "predict",
+        "--weights",
+        best.to_str().unwrap(),
+        "--out",
+        tmp.path().to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert!(!same.status.success());
+    assert!(String::from_utf8_lossy(&same.stderr).contains("would overwrite"));
 }
 
 fn tensors(path: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {

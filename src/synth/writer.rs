@@ -84,15 +84,7 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
                     dir.display()
                 );
             }
-            for sub in ["images", "labels"] {
-                let p = dir.join(sub);
-                if p.exists() {
-                    std::fs::remove_dir_all(&p)
-                        .with_context(|| format!("cannot remove {}", p.display()))?;
-                }
-            }
-            std::fs::remove_file(&meta_path)
-                .with_context(|| format!("cannot remove {}", meta_path.display()))?;
+            remove_own_output(dir, &DatasetMeta::read(&meta_path)?)?;
         }
     }
     for sub in ["images/rgb", "images/ir", "labels"] {
@@ -100,6 +92,42 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
     }
     Ok(())
+}
+
+/// Deletes exactly the files an earlier `trainer synth` wrote (per its
+/// `meta.json`), after checking its folders hold nothing else: a user's own
+/// pairs added to the folder are never deleted.
+fn remove_own_output(dir: &Path, meta: &DatasetMeta) -> Result<()> {
+    let mut ours = Vec::new();
+    for sub in ["images/rgb", "images/ir", "labels"] {
+        let folder = dir.join(sub);
+        let ext = if sub == "labels" { "txt" } else { "png" };
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("cannot read {}", folder.display()))?
+                .path();
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let own = meta.images.contains_key(stem)
+                && path.extension().and_then(|e| e.to_str()) == Some(ext);
+            if !own {
+                bail!(
+                    "{} was not written by `trainer synth`; not overwriting {} (move your files elsewhere first)",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            ours.push(path);
+        }
+    }
+    for path in ours {
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    let meta_path = dir.join(META_FILE);
+    std::fs::remove_file(&meta_path)
+        .with_context(|| format!("cannot remove {}", meta_path.display()))
 }
 
 /// Generates pairs `0..pairs` into `dir` on all cores.

@@ -153,13 +153,14 @@ pub fn prepare(
     let (w, h) = (pair.width_px(), pair.height_px());
     let lb = Letterbox::new(w, h, size, size);
     let half = size as f32 / 2.0;
+    // per-axis scale inner/src, as cv2.resize to the rounded inner size does
     let (mut mx, mut my) = (
         AxisMap {
-            a: lb.scale,
+            a: lb.inner_w_px as f32 / w as f32,
             b: lb.pad_left_px,
         },
         AxisMap {
-            a: lb.scale,
+            a: lb.inner_h_px as f32 / h as f32,
             b: lb.pad_top_px,
         },
     );
@@ -202,11 +203,23 @@ pub fn prepare(
         }
         ir
     });
-    let labels = pair
-        .labels
-        .iter()
-        .filter_map(|l| map_label(l, mx, my, size))
-        .collect();
+    let labels = match aug {
+        Some(_) => pair
+            .labels
+            .iter()
+            .filter_map(|l| map_label(l, mx, my, size))
+            .collect(),
+        // evaluation keeps every label, as ultralytics' validation does;
+        // boxes use the letterbox's own mapping (scale_boxes' inverse)
+        None => pair
+            .labels
+            .iter()
+            .map(|l| Label {
+                class_id: l.class_id,
+                bbox: lb.to_input(&l.bbox),
+            })
+            .collect(),
+    };
     Sample {
         rgb,
         ir,

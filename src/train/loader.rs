@@ -54,6 +54,7 @@ pub struct LoaderConfig {
 pub struct EpochLoader {
     receivers: Vec<Receiver<Result<Batch>>>,
     next: usize,
+    skip: usize,
     total: usize,
     workers: Vec<JoinHandle<()>>,
 }
@@ -103,6 +104,7 @@ impl EpochLoader {
         Self {
             receivers,
             next: skip,
+            skip,
             total,
             workers,
         }
@@ -115,7 +117,7 @@ impl Iterator for EpochLoader {
         if self.next >= self.total {
             return None;
         }
-        let rx = &self.receivers[self.next % self.receivers.len()];
+        let rx = &self.receivers[(self.next - self.skip) % self.receivers.len()];
         self.next += 1;
         Some(
             rx.recv()
@@ -213,12 +215,14 @@ mod tests {
             assert_eq!(x.ir, y.ir);
             assert_eq!(x.labels, y.labels);
         }
-        // skipping resumes mid-epoch with the same batches
-        let c: Vec<Batch> = EpochLoader::start(src.clone(), &cfg(2), 2, 2)
+        // skipping resumes mid-epoch with the same batches, in order
+        let c: Vec<Batch> = EpochLoader::start(src.clone(), &cfg(2), 2, 1)
             .map(|b| b.unwrap())
             .collect();
-        assert_eq!(c.len(), 2);
-        assert_eq!(c[0].rgb, a[2].rgb);
+        assert_eq!(c.len(), 3);
+        for (k, batch) in c.iter().enumerate() {
+            assert_eq!(batch.rgb, a[k + 1].rgb);
+        }
         // another epoch is another order
         let d: Vec<Batch> = EpochLoader::start(src, &cfg(2), 3, 0)
             .map(|b| b.unwrap())

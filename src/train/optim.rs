@@ -8,16 +8,32 @@ use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
 use std::collections::BTreeMap;
 
-/// A trainable tensor and whether weight decay applies to it.
+/// Parameter groups as ultralytics builds them: conv weights decay;
+/// BatchNorm scales and biases do not, and biases have their own warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Decay,
+    BnWeight,
+    Bias,
+}
+
+impl Group {
+    pub fn of(name: &str, var: &Var) -> Group {
+        if name.ends_with(".bias") {
+            Group::Bias
+        } else if var.rank() >= 2 {
+            Group::Decay
+        } else {
+            Group::BnWeight
+        }
+    }
+}
+
+/// A trainable tensor and its group.
 pub struct Param {
     pub name: String,
     pub var: Var,
-    pub decay: bool,
-}
-
-/// Conv/linear weights (rank ≥ 2) decay; biases and BatchNorm scales don't.
-pub fn decays(name: &str, var: &Var) -> bool {
-    name.ends_with(".weight") && var.rank() >= 2
+    pub group: Group,
 }
 
 #[derive(
@@ -74,8 +90,8 @@ impl Optimizer {
         })
     }
 
-    /// One update with learning rate `lr` (per group: `lr_bias` for the
-    /// parameters that do not decay, which warm-up treats differently).
+    /// One update with learning rate `lr` (`lr_bias` for the bias group,
+    /// which warm-up treats differently).
     pub fn step(
         &mut self,
         grads: &candle_core::backprop::GradStore,
@@ -93,8 +109,12 @@ impl Optimizer {
             // grows without bound).
             let g = &g.detach();
             let w = &p.var.as_tensor().detach();
-            let lr = if p.decay { lr } else { lr_bias };
-            let wd = if p.decay { self.weight_decay } else { 0.0 };
+            let lr = if p.group == Group::Bias { lr_bias } else { lr };
+            let wd = if p.group == Group::Decay {
+                self.weight_decay
+            } else {
+                0.0
+            };
             match self.kind {
                 OptimizerKind::AdamW => {
                     let b1 = self.momentum;
@@ -160,8 +180,10 @@ impl Optimizer {
 }
 
 /// Learning-rate schedule: linear warm-up over `warmup_steps` (the bias
-/// group starts high at `warmup_bias_lr` and comes down, as ultralytics),
-/// then cosine decay from `lr0` to `lr0 * lrf` at `total_steps`.
+/// group starts at `warmup_bias_lr` and comes down, as ultralytics; for
+/// AdamW that start is 0, "no higher than 0.01 for Adam"), then cosine
+/// decay from `lr0` to `lr0 * lrf` at `total_steps`. The momentum ramp
+/// applies to SGD only (ultralytics never changes Adam's betas).
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     pub lr0: f64,
@@ -205,7 +227,7 @@ mod tests {
         let params = vec![Param {
             name: "b".into(),
             var: var.clone(),
-            decay: false,
+            group: Group::Bias,
         }];
         let mut opt = Optimizer::new(OptimizerKind::AdamW, params, 0.0, 0.9).unwrap();
         let loss = (var.as_tensor() * 3.0).unwrap().sum_all().unwrap();
@@ -225,7 +247,7 @@ mod tests {
         let params = vec![Param {
             name: "c.weight".into(),
             var: var.clone(),
-            decay: true,
+            group: Group::Decay,
         }];
         let mut opt = Optimizer::new(OptimizerKind::Sgd, params, 0.5, 0.9).unwrap();
         let grads = var.as_tensor().sum_all().unwrap().backward().unwrap();

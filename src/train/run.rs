@@ -11,7 +11,7 @@ use super::augment::AugmentParams;
 use super::checkpoint::{self, CheckpointMeta, Progress};
 use super::ema::Ema;
 use super::loader::{batches_per_epoch, EpochLoader, LoaderConfig};
-use super::optim::{decays, Optimizer, OptimizerKind, Param, Schedule};
+use super::optim::{Group, Optimizer, OptimizerKind, Param, Schedule};
 use super::plot;
 use super::source::{open_data, DataSpec, PairSource, SynthSizes};
 use crate::condition::Split;
@@ -274,9 +274,11 @@ impl Trainer {
             let saved: TrainOptions = serde_json::from_value(progress.args.clone())
                 .context("--resume: stored training arguments")?;
             // the run continues with its own arguments; only the stop point may differ
-            let stop_after = opts.stop_after;
+            // (the folder may have moved since: keep the one given now)
+            let (stop_after, out) = (opts.stop_after, opts.out.clone());
             opts = saved;
             opts.stop_after = stop_after;
+            opts.out = out;
             Some((ckpt, progress))
         } else {
             None
@@ -284,8 +286,12 @@ impl Trainer {
         validate_options(&opts)?;
         std::fs::create_dir_all(&opts.out)
             .with_context(|| format!("cannot create {}", opts.out.display()))?;
-        if !resume && last.exists() {
-            bail!("{} already holds a run (last.safetensors); pass --resume to continue it or choose another --out", opts.out.display());
+        if !resume {
+            for f in ["last.safetensors", "best.safetensors", "results.csv"] {
+                if opts.out.join(f).exists() {
+                    bail!("{} already holds a run ({f}); pass --resume to continue it or choose another --out", opts.out.display());
+                }
+            }
         }
         let synth = SynthSizes {
             train: opts.synth_train,
@@ -316,7 +322,7 @@ impl Trainer {
             .into_iter()
             .filter(|(n, _)| !is_running_stat(n))
             .map(|(name, var)| Param {
-                decay: decays(&name, &var),
+                group: Group::of(&name, &var),
                 name,
                 var,
             })
@@ -335,7 +341,11 @@ impl Trainer {
             lrf: opts.lrf,
             warmup_steps: warmup,
             total_steps: total,
-            warmup_bias_lr: 0.1,
+            warmup_bias_lr: if opts.optimizer == OptimizerKind::AdamW {
+                0.0
+            } else {
+                0.1
+            },
             warmup_momentum: 0.8,
             momentum: opts.momentum,
         };
@@ -427,7 +437,9 @@ impl Trainer {
             if improved {
                 self.best_fitness = fit;
             }
-            self.save(&self.opts.out.join("last.safetensors"), true)?;
+            // last.safetensors is the commit point of an epoch: written
+            // after everything else, so a run killed in between redoes the
+            // epoch on --resume instead of losing best/results rows.
             if improved {
                 self.save(&self.opts.out.join("best.safetensors"), false)?;
             }
@@ -435,6 +447,7 @@ impl Trainer {
             if let Err(e) = plot::results_png(&self.opts.out.join("results.png"), &self.rows) {
                 tracing::warn!("results.png not written: {e:#}");
             }
+            self.save(&self.opts.out.join("last.safetensors"), true)?;
         }
         Ok(())
     }
@@ -463,7 +476,9 @@ impl Trainer {
             let batch = batch?;
             let step = self.optimizer.step;
             let (lr_w, lr_b, momentum) = self.schedule.at(step);
-            self.optimizer.momentum = momentum;
+            if self.opts.optimizer == OptimizerKind::Sgd {
+                self.optimizer.momentum = momentum;
+            }
             lr = lr_w;
             let x = batch_tensor(&batch.rgb, batch.len(), 3, self.opts.imgsz, &self.device)?;
             let out = self.model.forward_t(&x, true)?;

@@ -37,6 +37,7 @@ pub fn run(a: Args) -> Result<()> {
         iou: a.iou,
         ..NmsParams::PREDICT
     };
+    let mut used = std::collections::HashSet::new();
     for path in &a.images {
         let img = image::open(path)
             .with_context(|| format!("cannot read image {}", path.display()))?
@@ -63,11 +64,7 @@ pub fn run(a: Args) -> Result<()> {
             );
             json.push(serde_json::json!({"class_id": d.class_id, "label": label, "score": d.score, "box": [b.x1, b.y1, b.x2, b.y2]}));
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image.png".into());
-        let dst = a.out.join(name);
+        let dst = output_path(&a.out, path, &mut used)?;
         annotated
             .save(&dst)
             .with_context(|| format!("cannot write {}", dst.display()))?;
@@ -77,4 +74,37 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the annotated copy of `input` goes: `out/NAME`, with `_1`, `_2`…
+/// added when two inputs share a name; never the input file itself.
+fn output_path(
+    out: &std::path::Path,
+    input: &std::path::Path,
+    used: &mut std::collections::HashSet<PathBuf>,
+) -> Result<PathBuf> {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let ext = input
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    let mut dst = out.join(format!("{stem}.{ext}"));
+    let mut k = 1;
+    while used.contains(&dst) {
+        dst = out.join(format!("{stem}_{k}.{ext}"));
+        k += 1;
+    }
+    if let (Ok(a), Ok(b)) = (dst.canonicalize(), input.canonicalize()) {
+        anyhow::ensure!(
+            a != b,
+            "--out {} would overwrite the input image {}; choose another --out",
+            out.display(),
+            input.display()
+        );
+    }
+    used.insert(dst.clone());
+    Ok(dst)
 }

@@ -31,6 +31,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
     let dev = device(&a.device)?;
     let (model, cfg) = load_model(&a.weights, &dev)?;
     let imgsz = a.imgsz.unwrap_or(cfg.imgsz);
