@@ -32,6 +32,21 @@ impl NmsParams {
     };
 }
 
+/// The box of anchor `a` (of `n`) with class `class_id` and `score`.
+fn detection_at(output: &[f32], n: usize, a: usize, class_id: usize, score: f32) -> Detection {
+    let (cx, cy, w, h) = (
+        output[a],
+        output[n + a],
+        output[2 * n + a],
+        output[3 * n + a],
+    );
+    Detection {
+        class_id,
+        score,
+        bbox: BBox::from_cxcywh(cx, cy, w, h),
+    }
+}
+
 /// Candidates of one image from a `[4 + nc, N]` row-major output: the best
 /// class of each anchor when its score reaches `conf`.
 pub fn candidates(output: &[f32], nc: usize, conf: f32) -> Vec<Detection> {
@@ -48,17 +63,7 @@ pub fn candidates(output: &[f32], nc: usize, conf: f32) -> Vec<Detection> {
             }
         }
         if best >= conf && best.is_finite() {
-            let (cx, cy, w, h) = (
-                output[a],
-                output[n + a],
-                output[2 * n + a],
-                output[3 * n + a],
-            );
-            out.push(Detection {
-                class_id: best_c,
-                score: best,
-                bbox: BBox::from_cxcywh(cx, cy, w, h),
-            });
+            out.push(detection_at(output, n, a, best_c, best));
         }
     }
     out
@@ -92,17 +97,7 @@ pub fn candidates_multi_label(output: &[f32], nc: usize, conf: f32) -> Vec<Detec
         for c in 0..nc {
             let s = output[(4 + c) * n + a];
             if s >= conf && s.is_finite() {
-                let (cx, cy, w, h) = (
-                    output[a],
-                    output[n + a],
-                    output[2 * n + a],
-                    output[3 * n + a],
-                );
-                out.push(Detection {
-                    class_id: c,
-                    score: s,
-                    bbox: BBox::from_cxcywh(cx, cy, w, h),
-                });
+                out.push(detection_at(output, n, a, c, s));
             }
         }
     }

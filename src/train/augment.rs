@@ -7,7 +7,7 @@
 use crate::bbox::{BBox, Label};
 use crate::condition::Condition;
 use crate::pair::FramePair;
-use crate::preprocess::{Letterbox, PAD_GREY};
+use crate::preprocess::{linear_taps, Letterbox, PAD_GREY};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -55,20 +55,10 @@ struct AxisMap {
 }
 
 impl AxisMap {
-    /// Source sample positions for each output index: two taps and the
-    /// weight of the second, or `None` outside the source.
+    /// Source sample positions for each output index (see
+    /// [`linear_taps`]); a negative `a` mirrors.
     fn taps(&self, src_len: u32, out_len: u32) -> Vec<Option<(usize, usize, f32)>> {
-        (0..out_len)
-            .map(|o| {
-                let s = (o as f32 + 0.5 - self.b) / self.a - 0.5;
-                if s < -0.5 || s > src_len as f32 - 0.5 {
-                    return None;
-                }
-                let s = s.clamp(0.0, src_len as f32 - 1.0);
-                let i0 = s.floor() as usize;
-                Some((i0, (i0 + 1).min(src_len as usize - 1), s - i0 as f32))
-            })
-            .collect()
+        linear_taps(src_len, out_len, self.b, self.a)
     }
 }
 

@@ -96,10 +96,21 @@ impl Checkpoint {
 /// Rebuilds the model stored in `path` for inference (EMA weights), with
 /// no flags needed: the config travels in the file.
 pub fn load_model(path: &Path, device: &Device) -> Result<(crate::model::YoloV8, ModelConfig)> {
-    let ckpt = load(path, device)?;
-    let weights = ckpt.inference_weights();
-    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, device);
-    let model = crate::model::YoloV8::load(vb, &ckpt.meta.config)
-        .with_context(|| format!("{}: weights do not fit its model config", path.display()))?;
-    Ok((model, ckpt.meta.config))
+    load(path, device)?.model(path, device)
+}
+
+impl Checkpoint {
+    /// The inference model (EMA weights) of a loaded checkpoint; `path`
+    /// only names the file in errors.
+    pub fn model(
+        &self,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(crate::model::YoloV8, ModelConfig)> {
+        let weights = self.inference_weights();
+        let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, device);
+        let model = crate::model::YoloV8::load(vb, &self.meta.config)
+            .with_context(|| format!("{}: weights do not fit its model config", path.display()))?;
+        Ok((model, self.meta.config.clone()))
+    }
 }

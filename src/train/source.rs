@@ -64,6 +64,17 @@ pub fn synth_split(gen: &Generator, split: Split, count: usize) -> InMemory {
     InMemory(pairs)
 }
 
+/// Indices of the samples of `dataset` in `split`.
+fn split_indices(dataset: &Dataset, split: Split) -> Vec<usize> {
+    dataset
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.split == split)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Training data as named by `--data`: `synth` or a folder.
 pub struct DataSpec {
     pub names: Vec<String>,
@@ -94,16 +105,10 @@ pub fn open_data(data: &str, synth: SynthSizes, val_split: Split) -> Result<Data
     }
     let dataset =
         Arc::new(Dataset::open(Path::new(data)).with_context(|| format!("--data {data}"))?);
-    let pick = |split: Split| -> Vec<usize> {
-        dataset
-            .samples
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.split == split)
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let (train, val) = (pick(Split::Train), pick(val_split));
+    let (train, val) = (
+        split_indices(&dataset, Split::Train),
+        split_indices(&dataset, val_split),
+    );
     anyhow::ensure!(
         !train.is_empty(),
         "--data {data}: no training images (split 'train' is empty)"
@@ -146,13 +151,7 @@ pub fn open_eval_split(
     }
     let dataset =
         Arc::new(Dataset::open(Path::new(data)).with_context(|| format!("--data {data}"))?);
-    let indices: Vec<usize> = dataset
-        .samples
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.split == split)
-        .map(|(i, _)| i)
-        .collect();
+    let indices = split_indices(&dataset, split);
     anyhow::ensure!(
         !indices.is_empty(),
         "--data {data}: split '{split}' is empty"

@@ -22,7 +22,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let ckpt = checkpoint::load(&a.weights, &Device::Cpu)?;
-    let (model, cfg) = checkpoint::load_model(&a.weights, &Device::Cpu)?;
+    let (model, cfg) = ckpt.model(&a.weights, &Device::Cpu)?;
     let imgsz = a.imgsz.unwrap_or(cfg.imgsz);
     anyhow::ensure!(
         imgsz >= 32 && imgsz % 32 == 0,
