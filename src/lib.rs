@@ -9,6 +9,7 @@
 pub mod assign;
 pub mod baseline;
 pub mod bbox;
+pub mod capture;
 pub mod condition;
 pub mod data;
 pub mod draw;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod pair;
 pub mod postprocess;
 pub mod preprocess;
+pub mod publish;
 pub mod synth;
 #[cfg(feature = "trainer")]
 pub mod train;

@@ -1,0 +1,4 @@
+//! Where detections go: JSON lines, MQTT, annotated snapshots, HTTP.
+
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
