@@ -1,0 +1,194 @@
+//! `irdistill`: the device runtime (camera daemon). Built without candle:
+//! `cargo build --release --no-default-features --features runtime --bin irdistill`.
+
+mod bench;
+mod detect;
+mod run;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "irdistill",
+    version,
+    about = "RGB camera daemon running a distilled RGB+IR detector"
+)]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter;
+    /// RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: capture, detect, track, publish.
+    Run(Box<run::Args>),
+    /// Detect objects in image files; one JSON line per image.
+    Detect(detect::Args),
+    /// Validate a configuration file.
+    CheckConfig {
+        /// The TOML file (see systemd/irdistill.toml).
+        file: PathBuf,
+    },
+    /// List V4L2 devices with their formats, sizes and frame rates.
+    Probe {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Devices to probe (default: every /dev/video*).
+        devices: Vec<PathBuf>,
+    },
+    /// Measure model, conversion and pipeline throughput, latency and memory.
+    Bench(bench::Args),
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let stderr = std::io::stderr();
+    // Under systemd the journal adds its own timestamps.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr.is_terminal())
+        .with_target(false);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The model to use: the flag, the config, else the bundled
+/// `models/student-p.onnx` next to the binary, in its share folder, in
+/// the source tree it was built from, or in the working directory.
+pub fn resolve_model(flag: Option<&Path>, config: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = flag.or(config) {
+        return Ok(p.to_path_buf());
+    }
+    let name = Path::new("models/student-p.onnx");
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join(name));
+            candidates.push(dir.join("../share/irdistill").join(name));
+            // target/release/irdistill → the repository root
+            candidates.push(dir.join("../..").join(name));
+        }
+    }
+    candidates.push(name.to_path_buf());
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    bail!(
+        "no model: pass --model M.onnx (or set [model] path in the config); looked for {}",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn check_config(file: &Path) -> Result<()> {
+    let cfg = irdistill::config::Config::load(file)?;
+    if let Some(model) = &cfg.model.path {
+        if !model.is_file() {
+            bail!(
+                "config {}: model.path {}: no such file",
+                file.display(),
+                model.display()
+            );
+        }
+    }
+    println!("{}: ok", file.display());
+    println!(
+        "  camera {} from {} ({}x{} at {} fps{})",
+        cfg.camera.name,
+        cfg.source.spec,
+        cfg.source.width_px,
+        cfg.source.height_px,
+        cfg.source.fps,
+        cfg.source
+            .format
+            .as_deref()
+            .map_or(String::new(), |f| format!(", {f}"))
+    );
+    println!(
+        "  model {}, conf {}, iou {}, {} zone(s), tracking {}",
+        cfg.model
+            .path
+            .as_ref()
+            .map_or("(default models/student-p.onnx)".into(), |p| {
+                p.display().to_string()
+            }),
+        cfg.detect.conf,
+        cfg.detect.iou,
+        cfg.zones.len(),
+        if cfg.track.enabled { "on" } else { "off" }
+    );
+    let outputs = [
+        cfg.output.jsonl.as_ref().map(|j| format!("jsonl {j}")),
+        cfg.mqtt.as_ref().map(|_| "mqtt".to_string()),
+        cfg.http.listen.as_ref().map(|l| format!("http {l}")),
+        cfg.snapshots
+            .dir
+            .as_ref()
+            .map(|d| format!("snapshots {}", d.display())),
+    ];
+    let outputs: Vec<String> = outputs.into_iter().flatten().collect();
+    println!(
+        "  outputs: {}",
+        if outputs.is_empty() {
+            "none".into()
+        } else {
+            outputs.join(", ")
+        }
+    );
+    Ok(())
+}
+
+#[cfg(feature = "v4l2")]
+fn probe(json: bool, devices: &[PathBuf]) -> Result<()> {
+    let found = irdistill::capture::v4l2::probe(devices)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else if found.is_empty() {
+        println!("no V4L2 capture devices found");
+    } else {
+        for d in &found {
+            println!("{d}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "v4l2"))]
+fn probe(_json: bool, _devices: &[PathBuf]) -> Result<()> {
+    bail!("probe: this irdistill was built without the v4l2 feature")
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::Detect(args) => detect::detect(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Probe { json, devices } => probe(json, &devices),
+        Command::Bench(args) => bench::bench(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,367 @@
+//! Inference with tract: loads an ONNX detector in ultralytics' YOLOv8
+//! layout (ours or ultralytics' own), reads its input size and class names
+//! from the metadata, and runs it on one letterboxed frame at a time.
+//!
+//! Model boundary:
+//! - input `[1, 3, H, W]` f32, RGB in 0..1 (letterboxed, see `convert`);
+//! - output `[1, 4 + nc, N]` f32: cx, cy, w, h in input pixels, then one
+//!   sigmoid score per class (no NMS in the graph).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+use tract_onnx::tract_hir::infer::{DimFact, Factoid};
+
+/// What the caller knows beyond the model file (flags, config).
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    /// Input size `(height, width)` when the model's metadata and input
+    /// shape do not say.
+    pub imgsz: Option<(u32, u32)>,
+    /// Class names when the model has no `names` metadata.
+    pub names: Option<Vec<String>>,
+    /// Threads for tract's matrix products (1 = the calling thread only).
+    pub threads: usize,
+}
+
+/// What the daemon needs to know about a loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub input_w_px: u32,
+    pub input_h_px: u32,
+    /// Class names in class-id order (`nc = names.len()`).
+    pub names: Vec<String>,
+    /// Anchors (candidate boxes) per frame: the `N` of `[1, 4 + nc, N]`.
+    pub anchors: usize,
+}
+
+impl ModelInfo {
+    pub fn nc(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Input tensor length, `3·H·W`.
+    pub fn input_len(&self) -> usize {
+        3 * self.input_w_px as usize * self.input_h_px as usize
+    }
+
+    /// Output tensor length, `(4 + nc)·N`.
+    pub fn output_len(&self) -> usize {
+        (4 + self.nc()) * self.anchors
+    }
+
+    pub fn label(&self, class_id: usize) -> &str {
+        self.names.get(class_id).map_or("?", |s| s.as_str())
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded, optimised model and its reusable run state.
+pub struct Detector {
+    info: ModelInfo,
+    plan: Plan,
+    state: TypedSimpleState,
+}
+
+/// Parses ultralytics' `names` metadata: a Python dict literal
+/// `{0: 'person', 1: "it's"}`, or a JSON/Python list `['person', 'car']`.
+pub fn parse_names(text: &str) -> Result<Vec<String>> {
+    let t = text.trim();
+    let (open, close, dict) = match t.chars().next() {
+        Some('{') => ('{', '}', true),
+        Some('[') => ('[', ']', false),
+        _ => bail!("expected a dict {{0: 'name', …}} or a list ['name', …], got {t:?}"),
+    };
+    ensure!(t.ends_with(close), "unterminated {open}…{close} in {t:?}");
+    let body = &t[1..t.len() - 1];
+    let mut names: Vec<(usize, String)> = Vec::new();
+    let mut chars = body.chars().peekable();
+    let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars>| {
+        while c.peek().is_some_and(|ch| ch.is_whitespace()) {
+            c.next();
+        }
+    };
+    loop {
+        skip_ws(&mut chars);
+        if chars.peek().is_none() {
+            break;
+        }
+        let index = if dict {
+            let mut digits = String::new();
+            while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+                digits.push(chars.next().unwrap());
+            }
+            let k: usize = digits
+                .parse()
+                .with_context(|| format!("expected a class index in {t:?}"))?;
+            skip_ws(&mut chars);
+            ensure!(chars.next() == Some(':'), "expected ':' after {k} in {t:?}");
+            skip_ws(&mut chars);
+            k
+        } else {
+            names.len()
+        };
+        let quote = chars.next();
+        ensure!(
+            matches!(quote, Some('\'') | Some('"')),
+            "expected a quoted name in {t:?}"
+        );
+        let quote = quote.unwrap();
+        let mut name = String::new();
+        loop {
+            match chars.next() {
+                None => bail!("unterminated name in {t:?}"),
+                Some('\\') => name.push(chars.next().context("dangling escape")?),
+                Some(c) if c == quote => break,
+                Some(c) => name.push(c),
+            }
+        }
+        names.push((index, name));
+        skip_ws(&mut chars);
+        match chars.next() {
+            None => break,
+            Some(',') => continue,
+            Some(c) => bail!("unexpected {c:?} in {t:?}"),
+        }
+    }
+    names.sort_by_key(|(i, _)| *i);
+    for (k, (i, _)) in names.iter().enumerate() {
+        ensure!(
+            *i == k,
+            "class indices must be 0..{}, got {i} in {t:?}",
+            names.len()
+        );
+    }
+    ensure!(!names.is_empty(), "no class names in {t:?}");
+    Ok(names.into_iter().map(|(_, n)| n).collect())
+}
+
+/// Parses `imgsz` metadata: `[640, 640]` (h, w), `[640]` or `640`.
+pub fn parse_imgsz(text: &str) -> Result<(u32, u32)> {
+    let t = text
+        .trim()
+        .trim_start_matches(['[', '('])
+        .trim_end_matches([']', ')']);
+    let v: Vec<u32> = t
+        .split(',')
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("expected [H, W] or S, got {text:?}"))?;
+    match v[..] {
+        [s] if s > 0 => Ok((s, s)),
+        [h, w] if h > 0 && w > 0 => Ok((h, w)),
+        _ => bail!("expected [H, W] or S, got {text:?}"),
+    }
+}
+
+fn metadata(model: &InferenceModel, key: &str) -> Option<String> {
+    let t = model
+        .properties
+        .get(&format!("onnx.metadata_props.{key}"))?;
+    t.try_as_plain_ram()
+        .ok()?
+        .to_scalar::<String>()
+        .ok()
+        .cloned()
+}
+
+fn concrete(d: &DimFact) -> Option<usize> {
+    d.concretize()
+        .and_then(|t| t.to_i64().ok())
+        .and_then(|v| usize::try_from(v).ok())
+}
+
+impl Detector {
+    /// Loads and optimises `path`; every error names the file and what is
+    /// wrong (unreadable, not ONNX, not the YOLOv8 layout, …).
+    pub fn load(path: &Path, opts: &ModelOptions) -> Result<Detector> {
+        let shown = path.display();
+        ensure!(
+            path.is_file(),
+            "model {shown}: no such file (set --model or [model] path)"
+        );
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .with_context(|| format!("model {shown}: not a readable ONNX model"))?;
+        ensure!(
+            model.inputs.len() == 1 && model.outputs.len() == 1,
+            "model {shown}: expected one input and one output (YOLOv8 layout), found {} and {}",
+            model.inputs.len(),
+            model.outputs.len()
+        );
+        // Input size: the metadata, else a concrete input shape, else the caller.
+        let fact = model.input_fact(0)?.clone();
+        let dims: Vec<Option<usize>> = fact.shape.dims().map(concrete).collect();
+        if fact.shape.is_open() || !dims.is_empty() {
+            ensure!(
+                dims.len() == 4 && dims[1].map_or(true, |c| c == 3),
+                "model {shown}: input shape {} is not [1, 3, H, W]",
+                fact.format_dt_shape()
+            );
+        }
+        let from_meta = match metadata(&model, "imgsz") {
+            Some(s) => {
+                Some(parse_imgsz(&s).with_context(|| format!("model {shown}: metadata imgsz"))?)
+            }
+            None => None,
+        };
+        let from_shape = match (
+            dims.get(2).copied().flatten(),
+            dims.get(3).copied().flatten(),
+        ) {
+            (Some(h), Some(w)) => Some((h as u32, w as u32)),
+            _ => None,
+        };
+        let (h, w) = match (from_shape, from_meta, opts.imgsz) {
+            (Some(shape), Some(meta), _) if shape != meta => bail!(
+                "model {shown}: input shape {}x{} disagrees with its imgsz metadata {}x{}",
+                shape.0,
+                shape.1,
+                meta.0,
+                meta.1
+            ),
+            (Some(s), _, _) | (None, Some(s), _) | (None, None, Some(s)) => s,
+            (None, None, None) => bail!(
+                "model {shown}: its input size is neither fixed nor in the metadata; pass --imgsz"
+            ),
+        };
+        ensure!(h > 0 && w > 0, "model {shown}: input size {h}x{w}");
+        let names_meta = match metadata(&model, "names") {
+            Some(s) => {
+                Some(parse_names(&s).with_context(|| format!("model {shown}: metadata names"))?)
+            }
+            None => None,
+        };
+        let model = model
+            .with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into())
+            .and_then(|m| m.into_optimized())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .with_context(|| {
+                format!("model {shown}: tract could not optimise it for [1, 3, {h}, {w}]")
+            })?;
+        let out_shape: Vec<usize> = model
+            .output_fact(0)?
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec())
+            .with_context(|| format!("model {shown}: output shape is not concrete"))?;
+        let (rows, anchors) = match out_shape[..] {
+            [1, rows, n] if rows > 4 && n > 0 => (rows, n),
+            _ => bail!(
+                "model {shown}: output shape {out_shape:?} is not the YOLOv8 layout [1, 4+nc, N]"
+            ),
+        };
+        let names = match names_meta.or_else(|| opts.names.clone()) {
+            Some(n) => {
+                ensure!(
+                    n.len() == rows - 4,
+                    "model {shown}: output has {} classes ([1, {rows}, {anchors}]) but {} names",
+                    rows - 4,
+                    n.len()
+                );
+                n
+            }
+            // No names anywhere: numbered classes, as ultralytics does.
+            None => (0..rows - 4).map(|i| format!("class{i}")).collect(),
+        };
+        let executor = if opts.threads > 1 {
+            Some(Executor::multithread(opts.threads))
+        } else {
+            None
+        };
+        let plan = model
+            .into_runnable_with_options(&RunOptions {
+                executor,
+                ..Default::default()
+            })
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .with_context(|| format!("model {shown}: tract could not plan it"))?;
+        let state = plan
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .with_context(|| format!("model {shown}: tract could not prepare a run state"))?;
+        Ok(Detector {
+            info: ModelInfo {
+                path: path.to_path_buf(),
+                input_w_px: w,
+                input_h_px: h,
+                names,
+                anchors,
+            },
+            plan,
+            state,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Runs the model on one `[3, H, W]` input; writes the `[4 + nc, N]`
+    /// output into `output` (resized, capacity kept).
+    pub fn run(&mut self, input_chw: &[f32], output: &mut Vec<f32>) -> Result<()> {
+        ensure!(
+            input_chw.len() == self.info.input_len(),
+            "input has {} values, the model takes {}",
+            input_chw.len(),
+            self.info.input_len()
+        );
+        // tract takes ownership of its inputs and allocates its intermediate
+        // tensors per run anyway; one more copy of the input is noise.
+        let shape = [
+            1,
+            3,
+            self.info.input_h_px as usize,
+            self.info.input_w_px as usize,
+        ];
+        let tensor = Tensor::from_shape(&shape, input_chw)?;
+        let outputs = self
+            .state
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(|e| anyhow::anyhow!("{e:?}").context("tract run failed"))?;
+        let view = outputs[0].to_plain_array_view::<f32>()?;
+        ensure!(
+            view.len() == self.info.output_len(),
+            "model output has {} values, expected {}",
+            view.len(),
+            self.info.output_len()
+        );
+        output.clear();
+        output.extend(view.iter().copied());
+        Ok(())
+    }
+
+    /// The optimised plan (for the benchmark's model-only timing).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ultralytics_names_and_imgsz() {
+        assert_eq!(
+            parse_names("{0: 'person', 1: 'car', 2: \"it's\"}").unwrap(),
+            ["person", "car", "it's"]
+        );
+        assert_eq!(parse_names("['a', 'b']").unwrap(), ["a", "b"]);
+        assert!(parse_names("{0: 'a', 2: 'b'}").is_err());
+        assert!(parse_names("person,car").is_err());
+        assert_eq!(parse_imgsz("[640, 640]").unwrap(), (640, 640));
+        assert_eq!(parse_imgsz("[480, 640]").unwrap(), (480, 640));
+        assert_eq!(parse_imgsz("256").unwrap(), (256, 256));
+        assert!(parse_imgsz("[0, 3]").is_err());
+    }
+}
