@@ -468,6 +468,8 @@ fn payload(format: PixelFormat, used: &[u8], frame_bytes: usize) -> Result<&[u8]
 
 /// Wall-clock time of capture: the driver's monotonic timestamp carried over
 /// to the wall clock (they differ by the dequeue latency, up to a frame).
+// time_t and suseconds_t are i32 on some 32-bit targets: the `from`s matter there.
+#[allow(clippy::useless_conversion)]
 fn capture_time(buf: &sys::v4l2_buffer) -> SystemTime {
     let now = SystemTime::now();
     if buf.flags & sys::V4L2_BUF_FLAG_TIMESTAMP_MASK != sys::V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC {
@@ -483,8 +485,9 @@ fn capture_time(buf: &sys::v4l2_buffer) -> SystemTime {
     }
 }
 
+#[allow(clippy::useless_conversion)] // see `capture_time`
 fn monotonic_now_us() -> i64 {
-    let mut ts: libc::timespec = unsafe { mem::zeroed() };
+    let mut ts: libc::timespec = zeroed();
     // SAFETY: `ts` is a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     i64::from(ts.tv_sec) * 1_000_000 + i64::from(ts.tv_nsec) / 1000

@@ -1,0 +1,551 @@
+//! The MQTT publisher against a real mosquitto broker (started per test on
+//! a free loopback port with a temporary config) and a real subscriber.
+//!
+//! Needs `mosquitto` (Debian: `apt-get install mosquitto`). Without it the
+//! tests pass with a loud notice, unless IRDISTILL_REQUIRE_MOSQUITTO is set
+//! (CI sets it), in which case they fail.
+#![cfg(feature = "mqtt")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use irdistill::publish::mqtt::{MqttConfig, MqttPublisher};
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+
+// Generous: these bound waits for things that happen in milliseconds on a
+// healthy machine; they only stop a broken test from hanging CI.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn mosquitto() -> Option<PathBuf> {
+    let found = [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var_os("IRDISTILL_REQUIRE_MOSQUITTO").is_some() {
+            panic!("mosquitto is not installed but IRDISTILL_REQUIRE_MOSQUITTO is set (apt-get install mosquitto)");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPED: mosquitto is not installed; the MQTT tests did NOT run !!!!!\n"
+        );
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A mosquitto process on 127.0.0.1:port; killed on drop.
+struct Broker {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Broker {
+    fn start(exe: &Path, port: u16) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning mosquitto");
+        let broker = Broker { child, dir, port };
+        broker.wait_listening();
+        broker
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {}:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Message {
+    topic: String,
+    payload: String,
+    retain: bool,
+}
+
+/// A plain rumqttc client subscribed to `filter`, collecting messages.
+struct Subscriber {
+    rx: mpsc::Receiver<Message>,
+    seen: Vec<Message>,
+    client: Client,
+}
+
+impl Subscriber {
+    fn connect(port: u16, filter: &str) -> Subscriber {
+        let id = format!("test-sub-{}-{}", std::process::id(), free_port());
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(options, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (subscribed_tx, subscribed_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        let _ = subscribed_tx.send(());
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let message = Message {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retain: p.retain,
+                        };
+                        if tx.send(message).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        subscribed_rx
+            .recv_timeout(WAIT)
+            .expect("subscriber got no SUBACK");
+        Subscriber {
+            rx,
+            seen: Vec::new(),
+            client,
+        }
+    }
+
+    /// Waits for a message on `topic` with `payload`; returns it.
+    fn expect(&mut self, topic: &str, payload: &str) -> Message {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(m) = self
+                .seen
+                .iter()
+                .find(|m| m.topic == topic && m.payload == payload)
+            {
+                return m.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.seen.push(m),
+                Err(_) => panic!("no {topic} = {payload:?}; received: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Messages on `topic` received so far (after draining what arrived).
+    fn received_on(&mut self, topic: &str) -> Vec<String> {
+        while let Ok(m) = self.rx.try_recv() {
+            self.seen.push(m);
+        }
+        self.seen
+            .iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| m.payload.clone())
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+fn config(port: u16, prefix: &str) -> MqttConfig {
+    let mut cfg = MqttConfig::from_url(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+    cfg.topic_prefix = prefix.to_string();
+    cfg.keep_alive_s = 5;
+    cfg
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+}
+
+#[test]
+fn publishes_availability_detections_and_counts() {
+    let Some(exe) = mosquitto() else { return };
+    let broker = Broker::start(&exe, free_port());
+    let mut sub = Subscriber::connect(broker.port, "t1/#");
+    let publisher = MqttPublisher::start(&config(broker.port, "t1")).unwrap();
+    wait_until("the publisher is connected", || publisher.stats().connected);
+    sub.expect("t1/available", "online");
+
+    let json = r#"{"camera":"cam0","sequence":7,"detections":[]}"#;
+    publisher.publish_detections("cam0", json);
+    sub.expect("t1/cam0/detections", json);
+
+    publisher.publish_counts("cam0", &counts(&[("person", 2), ("car", 1)]));
+    sub.expect("t1/cam0/person", "2");
+    sub.expect("t1/cam0/car", "1");
+    // Unchanged counts are not sent again; the marker proves the broker has
+    // passed on everything published before it (one connection, in order).
+    publisher.publish_counts("cam0", &counts(&[("person", 2), ("car", 1)]));
+    publisher.publish_detections("cam0", "marker-1");
+    sub.expect("t1/cam0/detections", "marker-1");
+    assert_eq!(sub.received_on("t1/cam0/person"), ["2"]);
+    // A label that disappears goes back to 0.
+    publisher.publish_counts("cam0", &counts(&[("person", 3)]));
+    sub.expect("t1/cam0/person", "3");
+    sub.expect("t1/cam0/car", "0");
+    // Names that would add topic levels or wildcards are flattened.
+    publisher.publish_counts("cam/1", &counts(&[("traffic+light", 1)]));
+    sub.expect("t1/cam_1/traffic_light", "1");
+
+    // A new subscriber gets the retained state.
+    let mut late = Subscriber::connect(broker.port, "t1/#");
+    for (topic, payload) in [
+        ("t1/available", "online"),
+        ("t1/cam0/person", "3"),
+        ("t1/cam0/car", "0"),
+    ] {
+        assert!(
+            late.expect(topic, payload).retain,
+            "{topic} is not retained"
+        );
+    }
+    assert!(
+        late.received_on("t1/cam0/detections").is_empty(),
+        "detections must not be retained"
+    );
+
+    let stats = publisher.stats();
+    assert!(stats.connected);
+    assert_eq!((stats.dropped, stats.reconnects), (0, 0), "{stats:?}");
+    // online, 1 detection + marker, 2 + 2 + 1 counts
+    assert!(stats.published >= 8, "{stats:?}");
+
+    publisher.shutdown(Duration::from_secs(10));
+    sub.expect("t1/available", "offline");
+    let mut after = Subscriber::connect(broker.port, "t1/available");
+    assert!(after.expect("t1/available", "offline").retain);
+}
+
+#[test]
+fn broker_down_neither_blocks_nor_panics_and_publisher_reconnects() {
+    let Some(exe) = mosquitto() else { return };
+    let port = free_port();
+    // No broker yet: start returns, publishing is dropped and counted.
+    let publisher = MqttPublisher::start(&config(port, "t2")).unwrap();
+    for i in 0..1000 {
+        publisher.publish_detections("cam0", &format!("{{\"sequence\":{i}}}"));
+    }
+    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
+    let stats = publisher.stats();
+    assert!(!stats.connected);
+    assert_eq!((stats.published, stats.dropped), (0, 1001), "{stats:?}");
+
+    let broker = Broker::start(&exe, port);
+    let t0 = Instant::now();
+    wait_until("the publisher connects to the late broker", || {
+        publisher.stats().connected
+    });
+    eprintln!("connected {:?} after the broker came up", t0.elapsed());
+    let mut sub = Subscriber::connect(port, "t2/#");
+    assert!(sub.expect("t2/available", "online").retain);
+    // Counts that could not be sent while down go out with the next call.
+    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
+    sub.expect("t2/cam0/person", "1");
+    publisher.publish_detections("cam0", "after-connect");
+    sub.expect("t2/cam0/detections", "after-connect");
+    drop(sub);
+
+    // Outage: the broker dies (and forgets its retained messages).
+    broker.stop();
+    wait_until("the publisher notices the outage", || {
+        !publisher.stats().connected
+    });
+    let dropped_before = publisher.stats().dropped;
+    for _ in 0..100 {
+        publisher.publish_detections("cam0", "during-outage");
+    }
+    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
+    assert!(publisher.stats().dropped >= dropped_before + 100);
+
+    let broker = Broker::start(&exe, port);
+    let t0 = Instant::now();
+    wait_until("the publisher reconnects", || publisher.stats().connected);
+    eprintln!("reconnected {:?} after the broker restarted", t0.elapsed());
+    assert_eq!(publisher.stats().reconnects, 1);
+    let mut sub = Subscriber::connect(port, "t2/#");
+    // The new broker instance learns `online` and, on the next call, every
+    // count again, although none changed.
+    sub.expect("t2/available", "online");
+    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
+    sub.expect("t2/cam0/person", "1");
+    let mut late = Subscriber::connect(port, "t2/cam0/person");
+    assert!(late.expect("t2/cam0/person", "1").retain);
+    publisher.publish_detections("cam0", "after-reconnect");
+    sub.expect("t2/cam0/detections", "after-reconnect");
+    assert!(sub
+        .received_on("t2/cam0/detections")
+        .iter()
+        .all(|p| p != "during-outage"));
+
+    publisher.shutdown(Duration::from_secs(10));
+    sub.expect("t2/available", "offline");
+    broker.stop();
+}
+
+/// A "broker" that accepts the connection, acknowledges it and then never
+/// reads again: the socket buffers fill and the event loop stalls.
+fn stalled_broker() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut header = [0u8; 2];
+        socket.read_exact(&mut header).unwrap();
+        let mut connect = vec![0u8; usize::from(header[1])];
+        socket.read_exact(&mut connect).unwrap();
+        socket.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap(); // CONNACK, accepted
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    (port, handle)
+}
+
+#[test]
+fn slow_broker_drops_instead_of_blocking() {
+    let (port, _broker) = stalled_broker();
+    let mut cfg = config(port, "t3");
+    cfg.queue_capacity = 4;
+    let publisher = MqttPublisher::start(&cfg).unwrap();
+    wait_until("the publisher is connected", || publisher.stats().connected);
+    // 2000 × 64 KiB is far more than loopback socket buffers hold.
+    let payload = "x".repeat(64 * 1024);
+    for _ in 0..2000 {
+        publisher.publish_detections("cam0", &payload);
+    }
+    let stats = publisher.stats();
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert!(stats.published < 2000, "{stats:?}");
+    // Bounded even though the event loop is stuck writing.
+    publisher.shutdown(Duration::from_millis(500));
+}
+
+#[test]
+fn last_will_is_published_when_the_publisher_dies() {
+    let Some(exe) = mosquitto() else { return };
+    let broker = Broker::start(&exe, free_port());
+    let mut sub = Subscriber::connect(broker.port, "t4/#");
+    // This test binary again, running only `will_child` below.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "will_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("IRDISTILL_WILL_CHILD_PORT", broker.port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("WILL-CHILD-CONNECTED"));
+    assert!(ready, "the child publisher never connected");
+    sub.expect("t4/available", "online");
+    child.kill().unwrap(); // SIGKILL: no goodbye, the broker sees the socket close
+    child.wait().unwrap();
+    sub.expect("t4/available", "offline");
+    let mut late = Subscriber::connect(broker.port, "t4/available");
+    assert!(late.expect("t4/available", "offline").retain);
+}
+
+/// Run by `last_will_is_published_when_the_publisher_dies` in a child
+/// process; does nothing when run by hand.
+#[test]
+#[ignore]
+fn will_child() {
+    let Ok(port) = std::env::var("IRDISTILL_WILL_CHILD_PORT") else {
+        return;
+    };
+    let publisher = MqttPublisher::start(&config(port.parse().unwrap(), "t4")).unwrap();
+    wait_until("the child publisher connects", || {
+        publisher.stats().connected
+    });
+    println!("WILL-CHILD-CONNECTED");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(WAIT * 4);
+}
+
+/// mosquitto with a TLS listener and a CA made here with openssl.
+#[test]
+fn tls_connection_with_a_private_ca() {
+    let Some(exe) = mosquitto() else { return };
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("\n!!!!! SKIPPED: openssl is missing; the MQTT TLS test did NOT run !!!!!\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=irdistill test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+
+    // mosquitto started as root runs as user `mosquitto`: let it read them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::set_permissions(d.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let plain_port = free_port();
+    let tls_port = free_port();
+    let conf = d.join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             listener {plain_port} 127.0.0.1\n\
+             listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(&exe)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+        || TcpStream::connect(("127.0.0.1", plain_port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "mosquitto (TLS) did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut sub = Subscriber::connect(plain_port, "t5/#");
+    let mut cfg = MqttConfig::from_url(&format!("mqtts://localhost:{tls_port}")).unwrap();
+    cfg.topic_prefix = "t5".into();
+    cfg.ca_file = Some(d.join("ca.pem"));
+    let publisher = MqttPublisher::start(&cfg).unwrap();
+    wait_until("the TLS publisher connects", || publisher.stats().connected);
+    publisher.publish_detections("cam0", "over-tls");
+    sub.expect("t5/cam0/detections", "over-tls");
+    publisher.shutdown(Duration::from_secs(10));
+    sub.expect("t5/available", "offline");
+    let _ = child.kill();
+    let _ = child.wait();
+}
