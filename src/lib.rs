@@ -14,6 +14,8 @@ pub mod condition;
 pub mod config;
 pub mod convert;
 pub mod data;
+#[cfg(feature = "trainer")]
+pub mod distill;
 pub mod draw;
 pub mod eval;
 #[cfg(feature = "trainer")]

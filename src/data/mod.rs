@@ -12,6 +12,8 @@ mod dataset;
 mod images;
 pub mod llvip;
 pub mod meta;
+pub mod unlabeled;
 pub mod yolo;
 
 pub use dataset::{Dataset, Layout, SampleInfo};
+pub use unlabeled::UnlabeledPairs;

@@ -26,8 +26,9 @@ pub struct Scale {
     pub max_channels: usize,
 }
 
-/// Every scale this crate knows. A teacher (`teacher-*`) adds its row here:
-/// the backbone, neck and head read nothing else from the scale.
+/// Every scale this crate knows. A teacher (`teacher-*`) has two backbones
+/// of its student's size (RGB and IR), fused, then the student's neck and
+/// head; the backbone, neck and head read nothing else from the scale.
 pub const SCALES: &[Scale] = &[
     // Exactly ultralytics' YOLOv8n (`n: [0.33, 0.25, 1024]`).
     Scale {
@@ -43,7 +44,45 @@ pub const SCALES: &[Scale] = &[
         width: 0.125,
         max_channels: 1024,
     },
+    // RGB+IR teachers: two backbones of the student's size each.
+    Scale {
+        name: "teacher-n",
+        depth: 0.33,
+        width: 0.25,
+        max_channels: 1024,
+    },
+    Scale {
+        name: "teacher-p",
+        depth: 0.33,
+        width: 0.125,
+        max_channels: 1024,
+    },
 ];
+
+/// How a teacher fuses its RGB and IR streams (`--fusion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Cross-modal coordinate attention (CCAFusion) at P3, P4, P5.
+    Cca,
+    /// Concatenate the two streams, 1×1 Conv back to C channels.
+    Concat,
+    /// Add the two streams.
+    Add,
+    /// One backbone on a 4-channel RGB+IR input.
+    Early,
+}
+
+impl std::fmt::Display for Fusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fusion::Cca => "cca",
+            Fusion::Concat => "concat",
+            Fusion::Add => "add",
+            Fusion::Early => "early",
+        })
+    }
+}
 
 impl Scale {
     /// Looks a scale up by name (`student-n`, `student-p`, …).
@@ -91,6 +130,9 @@ pub struct ModelConfig {
     pub names: Vec<String>,
     /// Square training/inference size in pixels; a multiple of 32.
     pub imgsz: usize,
+    /// Teachers only: how RGB and IR are fused (absent = CCAFusion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<Fusion>,
 }
 
 impl ModelConfig {
@@ -101,7 +143,19 @@ impl ModelConfig {
             nc: names.len(),
             names: names.iter().map(|s| s.to_string()).collect(),
             imgsz,
+            fusion: None,
         }
+    }
+
+    /// True for an RGB+IR teacher (`teacher-*` scales).
+    pub fn is_teacher(&self) -> bool {
+        self.scale.starts_with("teacher-")
+    }
+
+    /// The fusion of a teacher (CCAFusion unless set); `None` for students.
+    pub fn fusion_kind(&self) -> Option<Fusion> {
+        self.is_teacher()
+            .then(|| self.fusion.unwrap_or(Fusion::Cca))
     }
 
     /// Checks the config is buildable and returns its scale.
@@ -118,6 +172,11 @@ impl ModelConfig {
             self.nc,
             self.names.len(),
             self.names
+        );
+        ensure!(
+            self.is_teacher() || self.fusion.is_none(),
+            "model config: {} is an RGB student; only teacher-* models take a fusion",
+            self.scale
         );
         ensure!(
             self.imgsz >= 32 && self.imgsz % 32 == 0,

@@ -1,5 +1,5 @@
-//! The YOLOv8 detector in candle: the student models, and the blocks a
-//! later RGB+IR teacher reuses.
+//! The YOLOv8 detector in candle: the RGB students, and the RGB+IR teacher
+//! built from the same blocks ([`teacher`], [`fusion`]).
 //!
 //! ```text
 //! images [B, 3, H, W] in 0..1
@@ -28,14 +28,19 @@ pub mod anchors;
 pub mod backbone;
 pub mod blocks;
 pub mod config;
+pub mod detector;
+pub mod fusion;
 pub mod head;
 pub mod neck;
+pub mod teacher;
 
 pub use anchors::{decode, dfl_expectation, dist2bbox, flatten_levels, make_anchors};
 pub use backbone::{Backbone, Features};
-pub use config::{ModelConfig, Scale, SCALES};
+pub use config::{Fusion, ModelConfig, Scale, SCALES};
+pub use detector::Detector;
 pub use head::{DetectHead, REG_MAX, STRIDES};
 pub use neck::Neck;
+pub use teacher::Teacher;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{Tensor, Var};
@@ -58,6 +63,8 @@ pub struct ModelOutput {
     pub levels: Vec<Tensor>,
     /// The neck outputs N3, N4, N5 (the features distillation matches).
     pub features: Features,
+    /// Teachers: the fused P3, P4, P5 the neck consumed.
+    pub fused: Option<Features>,
 }
 
 impl YoloV8 {
@@ -91,6 +98,11 @@ impl YoloV8 {
         self.head.nc()
     }
 
+    /// Channels of the neck outputs N3, N4, N5.
+    pub fn feature_channels(&self) -> [usize; 3] {
+        self.neck.out_channels()
+    }
+
     /// `x`: `[B, 3, H, W]`, values 0..1, H and W multiples of 32.
     /// `train` = true: BatchNorm uses batch statistics and updates its
     /// running statistics; false: inference.
@@ -108,7 +120,11 @@ impl YoloV8 {
         let p = self.backbone.forward_t(x, train)?;
         let features = self.neck.forward_t(&p, train)?;
         let levels = self.head.forward_t(&features, train)?;
-        Ok(ModelOutput { levels, features })
+        Ok(ModelOutput {
+            levels,
+            features,
+            fused: None,
+        })
     }
 
     /// Inference: `[B, 3, H, W]` → `[B, 4 + nc, N]` (cx, cy, w, h in input
@@ -148,6 +164,7 @@ mod tests {
             nc,
             names,
             imgsz,
+            fusion: None,
         };
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);

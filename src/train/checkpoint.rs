@@ -93,24 +93,43 @@ impl Checkpoint {
     }
 }
 
-/// Rebuilds the model stored in `path` for inference (EMA weights), with
-/// no flags needed: the config travels in the file.
+/// Rebuilds the RGB student stored in `path` for inference (EMA weights),
+/// with no flags needed: the config travels in the file. A teacher
+/// checkpoint is an error that says so.
 pub fn load_model(path: &Path, device: &Device) -> Result<(crate::model::YoloV8, ModelConfig)> {
     load(path, device)?.model(path, device)
 }
 
+/// Rebuilds the student or teacher stored in `path` (EMA weights).
+pub fn load_detector(
+    path: &Path,
+    device: &Device,
+) -> Result<(crate::model::Detector, ModelConfig)> {
+    load(path, device)?.detector(path, device)
+}
+
 impl Checkpoint {
-    /// The inference model (EMA weights) of a loaded checkpoint; `path`
-    /// only names the file in errors.
+    /// The inference model (EMA weights) of a loaded checkpoint, student or
+    /// teacher; `path` only names the file in errors.
+    pub fn detector(
+        &self,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(crate::model::Detector, ModelConfig)> {
+        let weights = self.inference_weights();
+        let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, device);
+        let model = crate::model::Detector::load(vb, &self.meta.config)
+            .with_context(|| format!("{}: weights do not fit its model config", path.display()))?;
+        Ok((model, self.meta.config.clone()))
+    }
+
+    /// The RGB student of a loaded checkpoint (an error for a teacher).
     pub fn model(
         &self,
         path: &Path,
         device: &Device,
     ) -> Result<(crate::model::YoloV8, ModelConfig)> {
-        let weights = self.inference_weights();
-        let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, device);
-        let model = crate::model::YoloV8::load(vb, &self.meta.config)
-            .with_context(|| format!("{}: weights do not fit its model config", path.display()))?;
-        Ok((model, self.meta.config.clone()))
+        let (det, cfg) = self.detector(path, device)?;
+        Ok((det.into_student(&path.display().to_string())?, cfg))
     }
 }

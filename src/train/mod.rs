@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod ema;
+pub mod experiment;
 pub mod loader;
 pub mod optim;
 pub mod plot;

@@ -2,22 +2,24 @@
 //! the EMA weights after each epoch, logs, curves and checkpoints.
 //!
 //! ```text
-//! PairSource ─ loader (workers: letterbox + augment) ─ Batch [B,3,S,S]
-//!   └─ YoloV8::forward_t(train) ─ levels ─ DetectionLoss ─ backward ─ Optimizer ─ EMA
+//! PairSource ─ loader (workers: letterbox + augment) ─ Batch rgb [B,3,S,S] (+ ir [B,1,S,S])
+//!   └─ Detector::forward_t(train) ─ levels ─ DetectionLoss ─┐
+//!   └─ (distill) frozen teacher ─ Distiller ─ α·L_distill ──┴─ backward ─ Optimizer ─ EMA
 //! each epoch: EMA weights ─ validate (COCO mAP per condition) ─ results.csv/png, last/best.safetensors
 //! ```
 
 use super::augment::AugmentParams;
 use super::checkpoint::{self, CheckpointMeta, Progress};
 use super::ema::Ema;
-use super::loader::{batches_per_epoch, EpochLoader, LoaderConfig};
+use super::loader::{batches_per_epoch, Batch, EpochLoader, LoaderConfig};
 use super::optim::{Group, Optimizer, OptimizerKind, Param, Schedule};
 use super::plot;
-use super::source::{open_data, DataSpec, PairSource, SynthSizes};
+use super::source::{open_data, open_unlabeled, DataSpec, PairSource, SynthSizes};
 use crate::condition::Split;
+use crate::distill::{DistillOptions, Distiller};
 use crate::eval::{evaluate_dataset, EvalImage, EvalReport};
 use crate::loss::DetectionLoss;
-use crate::model::{is_running_stat, ModelConfig, YoloV8};
+use crate::model::{is_running_stat, Detector, Fusion, ModelConfig};
 use crate::postprocess::{self, NmsParams};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -60,6 +62,12 @@ pub struct TrainOptions {
     /// spans `epochs`); for tests of `--resume`.
     #[serde(skip)]
     pub stop_after: Option<usize>,
+    /// Teachers: how RGB and IR are fused (CCAFusion when absent).
+    #[serde(default)]
+    pub fusion: Option<Fusion>,
+    /// Distill from a frozen teacher (`trainer distill`).
+    #[serde(default)]
+    pub distill: Option<DistillOptions>,
 }
 
 fn default_val_split() -> Split {
@@ -73,6 +81,8 @@ pub struct EpochRow {
     pub box_loss: f64,
     pub cls_loss: f64,
     pub dfl_loss: f64,
+    /// Mean `L_distill` (before α) when distilling.
+    pub distill_loss: Option<f64>,
     pub report: Option<EvalReport>,
     /// Overall validation metrics (kept when `report` is not, on resume).
     pub map50: Option<f64>,
@@ -127,18 +137,22 @@ pub fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
 /// normalisation is far off its training-mode one. Zeroing the stats first
 /// makes one train-mode forward leave exactly `momentum × batch statistic`
 /// in them, which is divided out and averaged over the `batches`.
-pub fn warm_start_batchnorm(model: &YoloV8, varmap: &VarMap, batches: &[Tensor]) -> Result<()> {
+pub fn warm_start_batchnorm(
+    model: &Detector,
+    varmap: &VarMap,
+    batches: &[(Tensor, Option<Tensor>)],
+) -> Result<()> {
     let momentum = crate::model::blocks::BN_MOMENTUM;
     let stats: Vec<(String, Var)> = named_vars(varmap)
         .into_iter()
         .filter(|(n, _)| is_running_stat(n))
         .collect();
     let mut sums: Vec<Option<Tensor>> = vec![None; stats.len()];
-    for x in batches {
+    for (x, ir) in batches {
         for (_, v) in &stats {
             v.set(&v.as_tensor().zeros_like()?)?;
         }
-        model.forward_t(x, true)?;
+        model.forward_t(x, ir.as_ref(), true)?;
         for (k, (_, v)) in stats.iter().enumerate() {
             let batch_stat = (v.as_tensor().detach() / momentum)?;
             sums[k] = Some(match sums[k].take() {
@@ -190,9 +204,10 @@ pub fn batch_tensor(data: &[f32], b: usize, c: usize, s: usize, device: &Device)
 }
 
 /// Runs `model` over `source` and COCO-evaluates its detections, in
-/// model-input pixels (letterboxed), per condition.
+/// model-input pixels (letterboxed), per condition. A teacher gets the IR
+/// image of each pair too.
 pub fn validate(
-    model: &YoloV8,
+    model: &Detector,
     source: Arc<dyn PairSource>,
     names: &[String],
     imgsz: usize,
@@ -204,7 +219,7 @@ pub fn validate(
         batch_size: batch,
         imgsz: imgsz as u32,
         augment: None,
-        with_ir: false,
+        with_ir: model.needs_ir(),
         shuffle: false,
         workers,
         seed: 0,
@@ -213,8 +228,12 @@ pub fn validate(
     for b in EpochLoader::start(source, &cfg, 0, 0) {
         let b = b?;
         let x = batch_tensor(&b.rgb, b.len(), 3, imgsz, device)?;
+        let ir =
+            b.ir.as_ref()
+                .map(|v| batch_tensor(v, b.len(), 1, imgsz, device))
+                .transpose()?;
         let out = model
-            .predict(&x)?
+            .predict(&x, ir.as_ref())?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?; // [B, 4+nc, N]
         for (i, labels) in b.labels.into_iter().enumerate() {
@@ -234,15 +253,21 @@ pub fn fitness(r: &EvalReport) -> f64 {
     0.1 * r.overall.stats.map50 + 0.9 * r.overall.stats.map
 }
 
-struct Trainer {
+/// A training run in progress: `train` drives it epoch by epoch; tests
+/// drive single steps ([`Trainer::first_batches`], [`Trainer::train_step`]).
+pub struct Trainer {
     opts: TrainOptions,
     data: DataSpec,
     device: Device,
     cfg: ModelConfig,
     varmap: VarMap,
-    model: YoloV8,
+    model: Detector,
     eval_varmap: VarMap,
-    eval_model: YoloV8,
+    eval_model: Detector,
+    distiller: Option<Distiller>,
+    unlabeled: Option<UnlabeledStream>,
+    /// Sums of the (feature, contrastive, response) terms this epoch.
+    distill_terms: [f64; 3],
     optimizer: Optimizer,
     ema: Ema,
     loss: DetectionLoss,
@@ -260,7 +285,7 @@ pub fn train(opts: TrainOptions, device_name: &str, resume: bool) -> Result<Vec<
 }
 
 impl Trainer {
-    fn new(mut opts: TrainOptions, device_name: &str, resume: bool) -> Result<Self> {
+    pub fn new(mut opts: TrainOptions, device_name: &str, resume: bool) -> Result<Self> {
         let last = opts.out.join("last.safetensors");
         let device = device(device_name)?;
         let resumed = if resume {
@@ -305,20 +330,49 @@ impl Trainer {
             nc: data.names.len(),
             names: data.names.clone(),
             imgsz: opts.imgsz,
+            fusion: opts.fusion,
         };
         let varmap = VarMap::new();
-        let model = YoloV8::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
+        let model = Detector::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
         seed_weights(&varmap, opts.seed)?;
+        let distiller = match (&opts.distill, &model) {
+            (None, _) => None,
+            (Some(d), Detector::Student(student)) => {
+                let distiller = Distiller::new(d, &cfg, student.feature_channels(), &device)?;
+                seed_weights(&distiller.heads, opts.seed ^ 0xd157)?;
+                Some(distiller)
+            }
+            (Some(_), Detector::Teacher(_)) => bail!(
+                "--model {}: distillation trains an RGB student (student-p or student-n), not a teacher",
+                opts.model
+            ),
+        };
+        let unlabeled = match opts.distill.as_ref().and_then(|d| d.unlabeled.as_deref()) {
+            None => None,
+            Some(spec) => Some(UnlabeledStream::new(
+                open_unlabeled(spec, opts.seed, opts.synth_train)?,
+                &opts,
+            )),
+        };
         if !resume {
             warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
         }
         let eval_varmap = VarMap::new();
-        let eval_model = YoloV8::load(
+        let eval_model = Detector::load(
             VarBuilder::from_varmap(&eval_varmap, DType::F32, &device),
             &cfg,
         )?;
 
-        let params: Vec<Param> = named_vars(&varmap)
+        let mut named = named_vars(&varmap);
+        if let Some(d) = &distiller {
+            // the adapters and projection heads train with the student
+            named.extend(
+                named_vars(&d.heads)
+                    .into_iter()
+                    .map(|(n, v)| (format!("distill.{n}"), v)),
+            );
+        }
+        let params: Vec<Param> = named
             .into_iter()
             .filter(|(n, _)| !is_running_stat(n))
             .map(|(name, var)| Param {
@@ -368,6 +422,13 @@ impl Trainer {
                     .clone();
             }
             ema.updates = progress.ema_updates;
+            if let Some(d) = &distiller {
+                load_into(
+                    &d.heads,
+                    &ckpt.group("distill"),
+                    &last.display().to_string(),
+                )?;
+            }
             optimizer.load_state(&ckpt.tensors, progress.optimizer_step)?;
             epochs_done = progress.epochs_done;
             best_fitness = progress.best_fitness;
@@ -384,6 +445,9 @@ impl Trainer {
             model,
             eval_varmap,
             eval_model,
+            distiller,
+            unlabeled,
+            distill_terms: [0.0; 3],
             optimizer,
             ema,
             schedule,
@@ -391,6 +455,44 @@ impl Trainer {
             best_fitness,
             rows,
         })
+    }
+
+    /// The student's (or trained teacher's) variables.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    pub fn distiller(&self) -> Option<&Distiller> {
+        self.distiller.as_ref()
+    }
+
+    /// Names of every tensor the optimizer updates.
+    pub fn optimized_names(&self) -> Vec<String> {
+        self.optimizer
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// The first training batch of epoch 0, and the first unlabeled batch
+    /// when distilling with unlabeled pairs.
+    pub fn first_batches(&mut self) -> Result<(Batch, Option<Batch>)> {
+        let cfg = self.loader_config(true);
+        let batch = EpochLoader::start(self.data.train.clone(), &cfg, 0, 0)
+            .next()
+            .context("no training batch")??;
+        let unlabeled = match self.unlabeled.as_mut() {
+            Some(u) => Some(u.next(0)?),
+            None => None,
+        };
+        Ok((batch, unlabeled))
+    }
+
+    /// One optimizer step at the schedule's current learning rate.
+    pub fn train_step(&mut self, batch: &Batch, unlabeled: Option<&Batch>) -> Result<[f64; 4]> {
+        let (lr_w, lr_b, _) = self.schedule.at(self.optimizer.step);
+        self.step(batch, unlabeled, lr_w, lr_b)
     }
 
     fn run(&mut self) -> Result<()> {
@@ -452,16 +554,21 @@ impl Trainer {
         Ok(())
     }
 
-    fn train_epoch(&mut self, epoch: usize) -> Result<EpochRow> {
-        let cfg = LoaderConfig {
+    fn loader_config(&self, shuffle: bool) -> LoaderConfig {
+        LoaderConfig {
             batch_size: self.opts.batch,
             imgsz: self.opts.imgsz as u32,
             augment: self.opts.augment.then(AugmentParams::default),
-            with_ir: false,
-            shuffle: true,
+            // the teacher (trained, or distilled from) sees the IR image
+            with_ir: self.model.needs_ir() || self.distiller.is_some(),
+            shuffle,
             workers: self.opts.workers,
             seed: self.opts.seed,
-        };
+        }
+    }
+
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochRow> {
+        let cfg = self.loader_config(true);
         let nb = batches_per_epoch(self.data.train.len(), self.opts.batch);
         let bar = ProgressBar::new(nb as u64);
         bar.set_style(
@@ -471,7 +578,7 @@ impl Trainer {
         );
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.opts.epochs));
         let start = Instant::now();
-        let (mut sums, mut images, mut lr) = ([0.0f64; 3], 0usize, 0.0);
+        let (mut sums, mut images, mut lr) = ([0.0f64; 4], 0usize, 0.0);
         for (i, batch) in EpochLoader::start(self.data.train.clone(), &cfg, epoch, 0).enumerate() {
             let batch = batch?;
             let step = self.optimizer.step;
@@ -480,34 +587,25 @@ impl Trainer {
                 self.optimizer.momentum = momentum;
             }
             lr = lr_w;
-            let x = batch_tensor(&batch.rgb, batch.len(), 3, self.opts.imgsz, &self.device)?;
-            let out = self.model.forward_t(&x, true)?;
-            let loss = self.loss.compute(&out.levels, &batch.labels)?;
-            let parts = [
-                loss.box_loss as f64,
-                loss.cls_loss as f64,
-                loss.dfl_loss as f64,
-            ];
-            if !parts.iter().all(|v| v.is_finite()) {
-                bail!(
-                    "non-finite loss at epoch {} step {} (batch {i}): box {} cls {} dfl {}; stopping (lower --lr0?)",
-                    epoch + 1,
-                    step + 1,
-                    parts[0],
-                    parts[1],
-                    parts[2]
-                );
-            }
-            let grads = loss.total.backward()?;
-            self.optimizer.step(&grads, lr_w, lr_b)?;
-            self.ema.update()?;
-            for k in 0..3 {
+            let unlabeled = match self.unlabeled.as_mut() {
+                Some(u) => Some(u.next(step)?),
+                None => None,
+            };
+            let parts = self
+                .step(&batch, unlabeled.as_ref(), lr_w, lr_b)
+                .with_context(|| format!("epoch {} step {} (batch {i})", epoch + 1, step + 1))?;
+            for k in 0..4 {
                 sums[k] += parts[k];
             }
             images += batch.len();
             let n = (i + 1) as f64;
+            let distill = if self.distiller.is_some() {
+                format!(" distill {:.3}", sums[3] / n)
+            } else {
+                String::new()
+            };
             bar.set_message(format!(
-                "box {:.3} cls {:.3} dfl {:.3} {:.1} img/s",
+                "box {:.3} cls {:.3} dfl {:.3}{distill} {:.1} img/s",
                 sums[0] / n,
                 sums[1] / n,
                 sums[2] / n,
@@ -516,12 +614,22 @@ impl Trainer {
             bar.inc(1);
         }
         bar.finish();
+        if self.distiller.is_some() {
+            let t = std::mem::take(&mut self.distill_terms);
+            eprintln!(
+                "distill terms (labeled batches, before weights): feature {:.4} contrastive {:.4} response {:.4}",
+                t[0] / nb as f64,
+                t[1] / nb as f64,
+                t[2] / nb as f64
+            );
+        }
         let secs = start.elapsed().as_secs_f64();
         Ok(EpochRow {
             epoch: epoch + 1,
             box_loss: sums[0] / nb as f64,
             cls_loss: sums[1] / nb as f64,
             dfl_loss: sums[2] / nb as f64,
+            distill_loss: self.distiller.is_some().then(|| sums[3] / nb as f64),
             report: None,
             map50: None,
             map: None,
@@ -532,6 +640,79 @@ impl Trainer {
         })
     }
 
+    /// One optimizer step: `L_det` on the labeled batch, plus `α·L_distill`
+    /// on it and on the unlabeled batch when distilling. Returns the
+    /// (box, cls, dfl, distill) values for the logs.
+    fn step(
+        &mut self,
+        batch: &Batch,
+        unlabeled: Option<&Batch>,
+        lr_w: f64,
+        lr_b: f64,
+    ) -> Result<[f64; 4]> {
+        let (s, dev) = (self.opts.imgsz, &self.device);
+        let inputs = |b: &Batch| -> Result<(Tensor, Option<Tensor>)> {
+            let x = batch_tensor(&b.rgb, b.len(), 3, s, dev)?; // [B, 3, S, S]
+            let ir =
+                b.ir.as_ref()
+                    .map(|v| batch_tensor(v, b.len(), 1, s, dev))
+                    .transpose()?; // [B, 1, S, S]
+            Ok((x, ir))
+        };
+        let (x, ir) = inputs(batch)?;
+        let out = self.model.forward_t(&x, ir.as_ref(), true)?;
+        let loss = self.loss.compute(&out.levels, &batch.labels)?;
+        let mut total = loss.total;
+        let mut distill_value = 0.0f64;
+        if let Some(d) = &self.distiller {
+            let alpha = self.opts.distill.as_ref().map_or(1.0, |o| o.alpha);
+            let seed = self.opts.seed ^ self.optimizer.step.wrapping_mul(0x9e37_79b9);
+            let ir = ir
+                .as_ref()
+                .context("distillation needs the IR image of each pair")?;
+            let teacher = d.teacher_forward(&x, ir)?;
+            let terms = d.loss(&out, &teacher, Some(&batch.labels), seed)?;
+            distill_value += terms.total.to_scalar::<f32>()? as f64;
+            for (sum, v) in self.distill_terms.iter_mut().zip([
+                terms.feature,
+                terms.contrastive,
+                terms.response,
+            ]) {
+                *sum += v as f64;
+            }
+            // × B like L_det (ultralytics scales its loss by the batch size)
+            total = (total + terms.total.affine(alpha * batch.len() as f64, 0.0)?)?;
+            if let Some(u) = unlabeled {
+                let (ux, uir) = inputs(u)?;
+                let uir = uir.context("unlabeled pairs need their IR image")?;
+                let student = self.model.forward_t(&ux, None, true)?;
+                let teacher = d.teacher_forward(&ux, &uir)?;
+                let terms = d.loss(&student, &teacher, None, seed ^ 1)?;
+                distill_value += terms.total.to_scalar::<f32>()? as f64;
+                total = (total + terms.total.affine(alpha * u.len() as f64, 0.0)?)?;
+            }
+        }
+        let parts = [
+            loss.box_loss as f64,
+            loss.cls_loss as f64,
+            loss.dfl_loss as f64,
+            distill_value,
+        ];
+        if !parts.iter().all(|v| v.is_finite()) {
+            bail!(
+                "non-finite loss: box {} cls {} dfl {} distill {}; stopping (lower --lr0?)",
+                parts[0],
+                parts[1],
+                parts[2],
+                parts[3]
+            );
+        }
+        let grads = total.backward()?;
+        self.optimizer.step(&grads, lr_w, lr_b)?;
+        self.ema.update()?;
+        Ok(parts)
+    }
+
     fn save(&self, path: &Path, with_optimizer: bool) -> Result<()> {
         let mut tensors = BTreeMap::new();
         for (name, var) in named_vars(&self.varmap) {
@@ -539,6 +720,11 @@ impl Trainer {
         }
         for (name, t) in self.ema.tensors() {
             tensors.insert(format!("ema.{name}"), t.clone());
+        }
+        if let Some(d) = &self.distiller {
+            for (name, var) in named_vars(&d.heads) {
+                tensors.insert(format!("distill.{name}"), var.as_tensor().clone());
+            }
         }
         if with_optimizer {
             tensors.extend(self.optimizer.state());
@@ -560,7 +746,7 @@ impl Trainer {
 
 /// Runs [`warm_start_batchnorm`] on up to 4 batches of the first epoch.
 fn warm_start_from_data(
-    model: &YoloV8,
+    model: &Detector,
     varmap: &VarMap,
     data: &DataSpec,
     opts: &TrainOptions,
@@ -570,7 +756,7 @@ fn warm_start_from_data(
         batch_size: opts.batch,
         imgsz: opts.imgsz as u32,
         augment: opts.augment.then(AugmentParams::default),
-        with_ir: false,
+        with_ir: model.needs_ir(),
         shuffle: true,
         workers: opts.workers,
         seed: opts.seed,
@@ -579,10 +765,65 @@ fn warm_start_from_data(
         .take(4)
         .map(|b| {
             let b = b?;
-            batch_tensor(&b.rgb, b.len(), 3, opts.imgsz, device)
+            let x = batch_tensor(&b.rgb, b.len(), 3, opts.imgsz, device)?;
+            let ir =
+                b.ir.as_ref()
+                    .map(|v| batch_tensor(v, b.len(), 1, opts.imgsz, device))
+                    .transpose()?;
+            Ok((x, ir))
         })
         .collect::<Result<Vec<_>>>()?;
     warm_start_batchnorm(model, varmap, &batches)
+}
+
+/// The unlabeled pairs' batches, one per optimizer step, cycling through
+/// epochs of their own. Batch k of the stream goes with optimizer step k,
+/// so a resumed run continues where it stopped.
+struct UnlabeledStream {
+    source: Arc<dyn PairSource>,
+    cfg: LoaderConfig,
+    per_epoch: u64,
+    loader: Option<(u64, EpochLoader)>,
+}
+
+impl UnlabeledStream {
+    fn new(source: Arc<dyn PairSource>, opts: &TrainOptions) -> Self {
+        let cfg = LoaderConfig {
+            batch_size: opts.batch,
+            imgsz: opts.imgsz as u32,
+            augment: opts.augment.then(AugmentParams::default),
+            with_ir: true,
+            shuffle: true,
+            workers: opts.workers,
+            seed: opts.seed ^ 0x0a1b,
+        };
+        let per_epoch = batches_per_epoch(source.len(), opts.batch).max(1) as u64;
+        Self {
+            source,
+            cfg,
+            per_epoch,
+            loader: None,
+        }
+    }
+
+    /// The batch for optimizer step `step`.
+    fn next(&mut self, step: u64) -> Result<Batch> {
+        let epoch = step / self.per_epoch;
+        if self.loader.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let skip = (step % self.per_epoch) as usize;
+            let loader = EpochLoader::start(self.source.clone(), &self.cfg, epoch as usize, skip);
+            self.loader = Some((epoch, loader));
+        }
+        let (_, loader) = self.loader.as_mut().expect("started above");
+        match loader.next() {
+            Some(b) => b.context("loading unlabeled pairs"),
+            None => {
+                // the epoch ran out early (a step skipped): start the next one
+                self.loader = None;
+                self.next((epoch + 1) * self.per_epoch)
+            }
+        }
+    }
 }
 
 /// Copies the EMA's averages into the evaluation model's vars.
@@ -616,7 +857,7 @@ fn validate_options(o: &TrainOptions) -> Result<()> {
 
 const CONDITIONS: [&str; 4] = ["day", "night", "fog", "adverse"];
 
-fn csv_header() -> String {
+fn csv_header(distill: bool) -> String {
     let mut h = vec![
         "epoch",
         "train/box_loss",
@@ -633,6 +874,9 @@ fn csv_header() -> String {
         h.push(format!("metrics/mAP50-95({c})"));
     }
     h.extend(["lr", "images_per_s", "epoch_s"].map(String::from));
+    if distill {
+        h.push("train/distill_loss".into());
+    }
     h.join(",")
 }
 
@@ -663,6 +907,9 @@ fn csv_line(r: &EpochRow) -> String {
         format!("{:.2}", r.images_per_s),
         format!("{:.1}", r.epoch_s),
     ]);
+    if let Some(d) = r.distill_loss {
+        cols.push(format!("{d:.5}"));
+    }
     cols.join(",")
 }
 
@@ -671,7 +918,8 @@ pub fn write_results_csv(path: &Path, rows: &[EpochRow]) -> Result<()> {
     let tmp = path.with_extension("csv.tmp");
     let mut f =
         std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(f, "{}", csv_header())?;
+    let distill = rows.iter().any(|r| r.distill_loss.is_some());
+    writeln!(f, "{}", csv_header(distill))?;
     for r in rows {
         writeln!(f, "{}", csv_line(r))?;
     }
@@ -681,31 +929,37 @@ pub fn write_results_csv(path: &Path, rows: &[EpochRow]) -> Result<()> {
 }
 
 /// Reads back the first `epochs` rows of results.csv on `--resume` (losses
-/// and overall metrics; enough for the curves).
+/// and overall metrics; enough for the curves). Columns are found by name.
 fn read_results_csv(path: &Path, epochs: usize) -> Result<Vec<EpochRow>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
     let mut rows = Vec::new();
-    for line in text.lines().skip(1).take(epochs) {
+    for line in lines.take(epochs) {
         let f: Vec<&str> = line.split(',').collect();
-        let num = |i: usize| {
-            f.get(i)
+        let num = |name: &str| {
+            col(name)
+                .and_then(|i| f.get(i))
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(f64::NAN)
         };
+        let finite = |v: f64| Some(v).filter(|v| v.is_finite());
         rows.push(EpochRow {
-            epoch: num(0) as usize,
-            box_loss: num(1),
-            cls_loss: num(2),
-            dfl_loss: num(3),
+            epoch: num("epoch") as usize,
+            box_loss: num("train/box_loss"),
+            cls_loss: num("train/cls_loss"),
+            dfl_loss: num("train/dfl_loss"),
+            distill_loss: finite(num("train/distill_loss")),
             report: None,
-            map50: Some(num(4)).filter(|v| v.is_finite()),
-            map: Some(num(5)).filter(|v| v.is_finite()),
+            map50: finite(num("metrics/mAP50(B)")),
+            map: finite(num("metrics/mAP50-95(B)")),
             raw_line: Some(line.to_string()),
-            lr: num(f.len().saturating_sub(3)),
-            images_per_s: num(f.len().saturating_sub(2)),
-            epoch_s: num(f.len().saturating_sub(1)),
+            lr: num("lr"),
+            images_per_s: num("images_per_s"),
+            epoch_s: num("epoch_s"),
         });
     }
     Ok(rows)

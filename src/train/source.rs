@@ -161,3 +161,39 @@ pub fn open_eval_split(
         Arc::new(DatasetSplit { dataset, indices }),
     ))
 }
+
+impl PairSource for crate::data::UnlabeledPairs {
+    fn len(&self) -> usize {
+        crate::data::UnlabeledPairs::len(self)
+    }
+    fn load(&self, index: usize) -> Result<FramePair> {
+        crate::data::UnlabeledPairs::load(self, index)
+    }
+}
+
+/// `--unlabeled`: `synth:N` (N training-split pairs of the generator with
+/// `seed`, after the `labeled` ones the labeled set uses, so the two never
+/// overlap) or a folder of RGB+IR pairs. Labels are dropped either way.
+pub fn open_unlabeled(spec: &str, seed: u64, labeled: usize) -> Result<Arc<dyn PairSource>> {
+    if let Some(n) = spec.strip_prefix("synth:") {
+        let n: usize = n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("--unlabeled {spec}: expected synth:N with N ≥ 1"))?;
+        let gen = Generator::new(SynthConfig::default(), seed)?;
+        let pairs = synth_indices(Split::Train, labeled + n)
+            .into_par_iter()
+            .skip(labeled)
+            .map(|i| {
+                let mut p = gen.pair(i).pair;
+                p.labels.clear();
+                p
+            })
+            .collect();
+        return Ok(Arc::new(InMemory(pairs)));
+    }
+    let pairs = crate::data::UnlabeledPairs::open(Path::new(spec))
+        .with_context(|| format!("--unlabeled {spec}"))?;
+    Ok(Arc::new(pairs))
+}

@@ -1,18 +1,21 @@
-//! `trainer train`: train a student detector.
+//! `trainer train`: train a student (RGB) or teacher (RGB+IR) detector.
 
 use anyhow::Result;
 use irdistill::train::optim::OptimizerKind;
 use irdistill::train::run::{train, TrainOptions};
 use std::path::PathBuf;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// `synth` (pairs drawn from the generator) or a dataset folder.
     #[arg(long, default_value = "synth")]
     pub data: String,
-    /// Model scale: student-p or student-n.
+    /// Model: student-p or student-n (RGB), or teacher-p / teacher-n (RGB+IR).
     #[arg(long, default_value = "student-p")]
     pub model: String,
+    /// Teachers: how the RGB and IR streams are fused (default cca).
+    #[arg(long, value_enum)]
+    pub fusion: Option<irdistill::model::Fusion>,
     /// Square input size (multiple of 32).
     #[arg(long, default_value_t = 320)]
     pub imgsz: usize,
@@ -67,6 +70,35 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let out = a.out.clone();
+    let rows = train(options(a.clone())?, &a.device, a.resume)?;
+    print_summary(&rows, &out);
+    Ok(())
+}
+
+/// The JSON summary line every training command ends with.
+pub fn print_summary(rows: &[irdistill::train::run::EpochRow], out: &std::path::Path) {
+    if let Some(last) = rows.last() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "epochs": last.epoch,
+                "map50": last.map50,
+                "map": last.map,
+                "images_per_s": last.images_per_s,
+                "out": out,
+            })
+        );
+    }
+}
+
+/// The library's options for these arguments.
+pub fn options(a: Args) -> Result<TrainOptions> {
+    anyhow::ensure!(
+        a.fusion.is_none() || a.model.starts_with("teacher-"),
+        "--fusion applies to teacher-* models only, not {}",
+        a.model
+    );
     let opts = TrainOptions {
         data: a.data,
         model: a.model,
@@ -87,19 +119,8 @@ pub fn run(a: Args) -> Result<()> {
         augment: !a.no_augment,
         val_split: a.val_split,
         stop_after: a.stop_after,
+        fusion: a.fusion,
+        distill: None,
     };
-    let rows = train(opts, &a.device, a.resume)?;
-    if let Some(last) = rows.last() {
-        println!(
-            "{}",
-            serde_json::json!({
-                "epochs": last.epoch,
-                "map50": last.map50,
-                "map": last.map,
-                "images_per_s": last.images_per_s,
-                "out": a.out,
-            })
-        );
-    }
-    Ok(())
+    Ok(opts)
 }

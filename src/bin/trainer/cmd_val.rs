@@ -1,8 +1,9 @@
-//! `trainer val`: evaluate a checkpoint on a dataset split.
+//! `trainer val`: evaluate a checkpoint (student or RGB+IR teacher) on a
+//! dataset split.
 
 use anyhow::Result;
 use irdistill::condition::Split;
-use irdistill::train::checkpoint::load_model;
+use irdistill::train::checkpoint::load_detector;
 use irdistill::train::run::{device, validate};
 use irdistill::train::source::{open_eval_split, SynthSizes};
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
     let dev = device(&a.device)?;
-    let (model, cfg) = load_model(&a.weights, &dev)?;
+    // a teacher is evaluated on RGB+IR pairs, a student on RGB
+    let (model, cfg) = load_detector(&a.weights, &dev)?;
     let imgsz = a.imgsz.unwrap_or(cfg.imgsz);
     anyhow::ensure!(
         imgsz >= 32 && imgsz % 32 == 0,

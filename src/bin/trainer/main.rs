@@ -1,7 +1,9 @@
 //! `trainer`: the workstation half (generator, evaluation, training).
 
 mod cmd_demo;
+mod cmd_distill;
 mod cmd_eval_coco;
+mod cmd_experiment;
 mod cmd_export;
 mod cmd_predict;
 mod cmd_synth;
@@ -34,10 +36,15 @@ enum Command {
     Demo(cmd_demo::Args),
     /// Generate paired RGB+IR scenes (day / night / fog) to a folder.
     Synth(cmd_synth::Args),
-    /// Train a student detector (--data synth or a dataset folder).
+    /// Train a student (RGB) or teacher (RGB+IR) detector (--data synth or a dataset folder).
     Train(cmd_train::Args),
+    /// Train an RGB student distilled from a frozen RGB+IR teacher.
+    Distill(cmd_distill::Args),
     /// Evaluate a checkpoint on a dataset split: table, then JSON.
     Val(cmd_val::Args),
+    /// Baseline vs teacher vs distilled student on the same data and budget,
+    /// per condition: DIR/results.json and DIR/results.md.
+    Experiment(cmd_experiment::Args),
     /// Detect objects in images with a checkpoint; writes annotated copies.
     Predict(cmd_predict::Args),
     /// Export a checkpoint to ONNX (ultralytics YOLOv8 layout).
@@ -59,6 +66,8 @@ fn main() {
         Command::Synth(args) => cmd_synth::run(args),
         Command::EvalCoco(args) => cmd_eval_coco::run(args),
         Command::Train(args) => cmd_train::run(args),
+        Command::Distill(args) => cmd_distill::run(args),
+        Command::Experiment(args) => cmd_experiment::run(args),
         Command::Export(args) => cmd_export::run(args),
         Command::Val(args) => cmd_val::run(args),
         Command::Predict(args) => cmd_predict::run(args),

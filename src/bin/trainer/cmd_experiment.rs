@@ -1,0 +1,57 @@
+//! `trainer experiment`: baseline vs teacher vs distilled student (and, with
+//! `--preset full`, the ablations), evaluated per condition on held-out
+//! synthetic test pairs; writes DIR/results.json and DIR/results.md.
+
+use anyhow::Result;
+use irdistill::train::experiment::{run_experiment, Budget};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// quick (one seed ≤ 45 min on 2 cores) or full (ablations; hours).
+    #[arg(long, default_value = "quick")]
+    pub preset: String,
+    /// Number of seeds (0, 1, …, K-1); mean ± std over them.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// First seed (run seeds in parallel processes with disjoint ranges).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Experiment folder (re-running continues it: finished arms are kept).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Override the preset's image size.
+    #[arg(long)]
+    pub imgsz: Option<usize>,
+    /// Override the preset's epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override the preset's number of training pairs.
+    #[arg(long)]
+    pub synth_train: Option<usize>,
+    /// Override the preset's number of held-out test pairs.
+    #[arg(long)]
+    pub synth_test: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut b = Budget::preset(&a.preset)?;
+    b.imgsz = a.imgsz.unwrap_or(b.imgsz);
+    b.epochs = a.epochs.unwrap_or(b.epochs);
+    b.synth_train = a.synth_train.unwrap_or(b.synth_train);
+    b.synth_test = a.synth_test.unwrap_or(b.synth_test);
+    b.batch = a.batch.unwrap_or(b.batch);
+    b.workers = a.workers.unwrap_or(b.workers);
+    anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
+    let seeds: Vec<u64> = (a.first_seed..a.first_seed + a.seeds).collect();
+    let json = run_experiment(&b, &seeds, &a.out)?;
+    println!(
+        "{}",
+        serde_json::json!({"out": a.out, "splits": json["splits"], "elapsed_s": json["elapsed_s"]})
+    );
+    Ok(())
+}
