@@ -148,6 +148,16 @@ pub fn effective_config(a: &Args) -> Result<Config> {
     if a.mqtt.is_some() {
         anyhow::bail!("--mqtt: this irdistill was built without the mqtt feature");
     }
+    if a.model.is_none() {
+        if let (Some(path), Some(file)) = (&cfg.model.path, &a.config) {
+            anyhow::ensure!(
+                path.is_file(),
+                "config {}: model.path {}: no such file",
+                file.display(),
+                path.display()
+            );
+        }
+    }
     let origin = a.config.as_ref().map_or("flags".to_string(), |p| {
         format!("{} with flags", p.display())
     });
