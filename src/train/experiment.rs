@@ -229,7 +229,6 @@ pub fn run_experiment(budget: &Budget, seeds: &[u64], out: &Path) -> Result<Valu
     ensure!(!seeds.is_empty(), "--seeds must be at least 1");
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let plan = arms(&budget.preset, budget.labeled_fraction);
-    let mut results: Vec<ArmResult> = Vec::new();
     let started = Instant::now();
     for &seed in seeds {
         for a in &plan {
