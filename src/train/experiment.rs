@@ -242,18 +242,43 @@ pub fn run_experiment(budget: &Budget, seeds: &[u64], out: &Path) -> Result<Valu
                 r.splits.get("fog").map_or(f64::NAN, |s| s.0),
                 r.train_s
             );
-            results.push(r);
-            write_results(
-                out,
-                budget,
-                &plan,
-                &results,
-                started.elapsed().as_secs_f64(),
-            )?;
+            let all = finished_arms(out, &plan)?;
+            write_results(out, budget, &plan, &all, started.elapsed().as_secs_f64())?;
         }
     }
-    let json = results_json(budget, &plan, &results, started.elapsed().as_secs_f64());
-    Ok(json)
+    let all = finished_arms(out, &plan)?;
+    Ok(results_json(
+        budget,
+        &plan,
+        &all,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Every finished arm in `out` (`seed*/ARM/eval.json`), this invocation's
+/// and those of earlier or parallel ones (`--first-seed`), by seed.
+fn finished_arms(out: &Path, plan: &[Arm]) -> Result<Vec<ArmResult>> {
+    let mut seeds: Vec<u64> = std::fs::read_dir(out)
+        .with_context(|| format!("cannot list {}", out.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("seed")?.parse().ok())
+        .collect();
+    seeds.sort_unstable();
+    let mut found = Vec::new();
+    for seed in seeds {
+        for a in plan {
+            let p = out
+                .join(format!("seed{seed}"))
+                .join(&a.key)
+                .join("eval.json");
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                let r: ArmResult = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not an arm result", p.display()))?;
+                found.push(r);
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult> {
