@@ -475,7 +475,8 @@ fn write_results(
 }
 
 fn write_atomic(path: &PathBuf, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    // per process: parallel `--first-seed` runs share the folder
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
