@@ -215,6 +215,19 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A new subscriber gets these as retained messages. Call it only after
+/// they were seen live: a message published while a subscriber is already
+/// subscribed arrives without the retain flag.
+fn expect_retained(port: u16, messages: &[(&str, &str)]) {
+    let mut late = Subscriber::connect(port, "#");
+    for &(topic, payload) in messages {
+        assert!(
+            late.expect(topic, payload).retain,
+            "{topic} = {payload} is not retained"
+        );
+    }
+}
+
 fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
 }
@@ -299,10 +312,10 @@ fn broker_down_neither_blocks_nor_panics_and_publisher_reconnects() {
     });
     eprintln!("connected {:?} after the broker came up", t0.elapsed());
     let mut sub = Subscriber::connect(port, "t2/#");
-    assert!(sub.expect("t2/available", "online").retain);
-    // Counts that could not be sent while down go out with the next call.
-    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
+    sub.expect("t2/available", "online");
+    // The count given while the broker was down went out on connect.
     sub.expect("t2/cam0/person", "1");
+    expect_retained(port, &[("t2/available", "online"), ("t2/cam0/person", "1")]);
     publisher.publish_detections("cam0", "after-connect");
     sub.expect("t2/cam0/detections", "after-connect");
     drop(sub);
@@ -316,7 +329,9 @@ fn broker_down_neither_blocks_nor_panics_and_publisher_reconnects() {
     for _ in 0..100 {
         publisher.publish_detections("cam0", "during-outage");
     }
-    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
+    // A change during the outage, and one that is undone again.
+    publisher.publish_counts("cam0", &counts(&[("person", 2), ("car", 1)]));
+    publisher.publish_counts("cam0", &counts(&[("person", 2)]));
     assert!(publisher.stats().dropped >= dropped_before + 100);
 
     let broker = Broker::start(&exe, port);
@@ -325,13 +340,19 @@ fn broker_down_neither_blocks_nor_panics_and_publisher_reconnects() {
     eprintln!("reconnected {:?} after the broker restarted", t0.elapsed());
     assert_eq!(publisher.stats().reconnects, 1);
     let mut sub = Subscriber::connect(port, "t2/#");
-    // The new broker instance learns `online` and, on the next call, every
-    // count again, although none changed.
+    // The new broker instance (which lost every retained message) learns
+    // `online` and the current counts from the reconnect alone.
     sub.expect("t2/available", "online");
-    publisher.publish_counts("cam0", &counts(&[("person", 1)]));
-    sub.expect("t2/cam0/person", "1");
-    let mut late = Subscriber::connect(port, "t2/cam0/person");
-    assert!(late.expect("t2/cam0/person", "1").retain);
+    sub.expect("t2/cam0/person", "2");
+    sub.expect("t2/cam0/car", "0");
+    expect_retained(
+        port,
+        &[
+            ("t2/available", "online"),
+            ("t2/cam0/person", "2"),
+            ("t2/cam0/car", "0"),
+        ],
+    );
     publisher.publish_detections("cam0", "after-reconnect");
     sub.expect("t2/cam0/detections", "after-reconnect");
     assert!(sub
@@ -548,4 +569,109 @@ fn tls_connection_with_a_private_ca() {
     sub.expect("t5/available", "offline");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+// --- the daemon end to end ------------------------------------------------------
+
+#[cfg(feature = "trainer")]
+mod daemon_common;
+
+/// `irdistill run --source synthetic --mqtt … --camera yard`: per-frame
+/// JSON on `irdistill/yard/detections`, retained counts, `online` while it
+/// runs and `offline` after it exits.
+#[cfg(feature = "trainer")]
+#[test]
+fn daemon_publishes_detections_and_counts() {
+    let Some(exe) = mosquitto() else { return };
+    let broker = Broker::start(&exe, free_port());
+    let mut sub = Subscriber::connect(broker.port, "irdistill/#");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let model = daemon_common::model().to_str().unwrap();
+    let (ok, _, stderr) = daemon_common::run(&[
+        "run",
+        "--source",
+        "synthetic",
+        "--model",
+        model,
+        "--frames",
+        "20",
+        "--fps",
+        "0",
+        "--threads",
+        "1",
+        "--mqtt",
+        &url,
+        "--camera",
+        "yard",
+    ]);
+    assert!(ok, "{stderr}");
+    sub.expect("irdistill/available", "offline");
+    let available = sub.received_on("irdistill/available");
+    assert_eq!(
+        available,
+        ["online", "offline"],
+        "{stderr}\n--- broker\n{}",
+        broker.log()
+    );
+    // Frames before the connection was up are dropped, not queued.
+    let frames = sub.received_on("irdistill/yard/detections");
+    assert!(
+        !frames.is_empty() && frames.len() <= 20,
+        "{} frames",
+        frames.len()
+    );
+    for payload in &frames {
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(v["camera"], "yard", "{payload}");
+        assert!(v["detections"].is_array(), "{payload}");
+    }
+    // Every class of the model has a retained count (0 included).
+    let mut late = Subscriber::connect(broker.port, "irdistill/yard/+");
+    for label in daemon_common::NAMES {
+        let topic = format!("irdistill/yard/{label}");
+        let deadline = Instant::now() + WAIT;
+        let count = loop {
+            if let Some(m) = late.received_on(&topic).pop() {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "no retained {topic}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(count.parse::<usize>().is_ok(), "{topic} = {count}");
+    }
+}
+
+/// With the broker unreachable the daemon still processes every frame and
+/// exits cleanly; it says why MQTT is not connected.
+#[cfg(feature = "trainer")]
+#[test]
+fn daemon_runs_with_the_broker_down() {
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let model = daemon_common::model().to_str().unwrap();
+    let summary = tempfile::NamedTempFile::new().unwrap();
+    let (ok, _, stderr) = daemon_common::run(&[
+        "run",
+        "--source",
+        "synthetic",
+        "--model",
+        model,
+        "--frames",
+        "20",
+        "--fps",
+        "0",
+        "--threads",
+        "1",
+        "--mqtt",
+        &url,
+        "--summary",
+        summary.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(summary.path()).unwrap()).unwrap();
+    assert_eq!(s["frames"], 20, "{s}");
+    assert!(
+        stderr.contains("cannot connect to the MQTT broker"),
+        "{stderr}"
+    );
 }

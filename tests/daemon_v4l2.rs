@@ -409,6 +409,122 @@ fn vivid_missing_node_in_guest() {
     assert!(c["error"].as_str().unwrap().contains("/dev/video7"), "{c}");
 }
 
+// --- the daemon end to end (its own VM boot) ---------------------------------
+
+#[cfg(feature = "trainer")]
+mod daemon_common;
+
+/// The lines between `@@begin` and the next `@@` marker.
+#[cfg(feature = "trainer")]
+fn section<'a>(stdout: &'a str, begin: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(begin))
+        .skip(1)
+        .take_while(|l| !l.starts_with("@@"))
+        .collect()
+}
+
+#[cfg(feature = "trainer")]
+fn marker<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"))
+}
+
+/// `irdistill probe --json`, `irdistill run --source v4l2:/dev/video0`
+/// producing detections, and a vivid `disconnect` mid-stream that the
+/// daemon survives: it reopens the camera and finishes its frames.
+#[cfg(feature = "trainer")]
+#[test]
+fn vivid_daemon_probe_run_and_disconnect_recovery() {
+    let Some((script, v4l2_ctl)) = harness() else {
+        return;
+    };
+    let model = daemon_common::model();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_irdistill"));
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vivid_daemon.sh");
+    let t0 = Instant::now();
+    let out = Command::new(&script)
+        .args(["--timeout", "500"])
+        .args([
+            "--copy".as_ref(),
+            bin.as_os_str(),
+            "--copy".as_ref(),
+            model.as_os_str(),
+        ])
+        .args([
+            "--copy".as_ref(),
+            guest.as_os_str(),
+            "--copy".as_ref(),
+            v4l2_ctl.as_os_str(),
+        ])
+        .arg("--")
+        .arg("sh")
+        .arg(&guest)
+        .arg(&bin)
+        .arg(model)
+        .output()
+        .expect("running the vivid harness");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "vivid daemon VM run took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let all = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("@@END"),
+        "{:?}\n{all}",
+        out.status
+    );
+
+    // probe --json
+    assert_eq!(marker(&stdout, "@@PROBE-RC"), "0", "{all}");
+    let probe: Value =
+        serde_json::from_str(&section(&stdout, "@@PROBE-BEGIN").join("\n")).expect("probe JSON");
+    assert_eq!(probe[0]["path"], "/dev/video0", "{probe}");
+    assert_eq!(probe[0]["driver"], "vivid", "{probe}");
+
+    // run: one JSON line per frame, at the camera's size, with detections
+    assert_eq!(marker(&stdout, "@@RUN-RC"), "0", "{all}");
+    let lines: Vec<Value> = section(&stdout, "@@RUN-BEGIN")
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 8, "{all}");
+    for line in &lines {
+        assert_eq!(
+            (&line["width"], &line["height"]),
+            (&json!(640), &json!(480)),
+            "{line}"
+        );
+        assert!(line["detections"].is_array(), "{line}");
+    }
+    let frames: Vec<u64> = lines.iter().map(|l| l["frame"].as_u64().unwrap()).collect();
+    assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
+    let detections: usize = lines
+        .iter()
+        .map(|l| l["detections"].as_array().unwrap().len())
+        .sum();
+    eprintln!("vivid run: {} frames, {detections} detections", lines.len());
+
+    // disconnect mid-stream: the daemon keeps going and finishes
+    assert_eq!(marker(&stdout, "@@REC-CTL-RC"), "0", "{all}");
+    assert_eq!(marker(&stdout, "@@REC-RC"), "0", "{all}");
+    assert_eq!(marker(&stdout, "@@REC-LINES "), "30", "{all}");
+    let summary: Value =
+        serde_json::from_str(marker(&stdout, "@@REC-SUMMARY")).expect("summary JSON");
+    eprintln!("vivid recovery run: {summary}");
+    assert!(
+        summary["camera_reconnects"].as_u64().unwrap() >= 1,
+        "{summary}\n{all}"
+    );
+}
+
 // --- the guest side (runs inside the VM) -------------------------------------
 
 fn emit(name: &str, value: Value) {

@@ -6,8 +6,10 @@
 //!   Will and a clean shutdown set it to `offline`.
 //! - `<prefix>/<camera>/detections`: the per-frame JSON, QoS 0.
 //! - `<prefix>/<camera>/<label>`: retained current count, QoS 1, sent when
-//!   it changes (including back to 0) and all again after a reconnect (a
-//!   broker restarted without persistence has lost them).
+//!   it changes (including back to 0). The event loop sends every current
+//!   count again on each reconnect (a broker restarted without persistence
+//!   has lost them, and changes made during an outage were never sent), so
+//!   callers need not repeat unchanged counts.
 //!
 //! The pipeline must never wait for the network: publishing only enqueues
 //! into rumqttc's bounded request channel (`try_publish`), and detections
@@ -16,7 +18,7 @@
 //! reconnect. The rumqttc event loop runs on its own thread, which also
 //! reconnects with capped exponential backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use rumqttc::{
     Client, Connection, Disconnect, Event, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
-    Request, TlsConfiguration, Transport,
+    RecvTimeoutError, Request, TlsConfiguration, Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -285,6 +287,8 @@ pub struct MqttStats {
 const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+// No event for this long while shutting down: everything queued is sent.
+const GOODBYE_IDLE: Duration = Duration::from_millis(100);
 const ONLINE: &str = "online";
 const OFFLINE: &str = "offline";
 
@@ -292,21 +296,25 @@ const OFFLINE: &str = "offline";
 #[derive(Default)]
 struct Shared {
     connected: AtomicBool,
+    stop_requested: AtomicBool,
     stopping: AtomicBool,
+    /// At shutdown, `offline` did not fit into the request channel.
+    offline_failed: AtomicBool,
     published: AtomicU64,
     dropped: AtomicU64,
-    /// ConnAcks so far; also the "generation" that tells `publish_counts`
-    /// to resend everything after a reconnect.
+    /// ConnAcks so far.
     connections: AtomicU64,
     oversize_logged: AtomicBool,
-    counts: Mutex<HashMap<String, SentCounts>>,
+    counts: Mutex<HashMap<String, CameraCounts>>,
 }
 
-/// What the broker holds for one camera's count topics.
-struct SentCounts {
-    /// Connection generation in which all counts were last sent.
-    generation: u64,
-    by_label: BTreeMap<String, usize>,
+/// One camera's count topics.
+#[derive(Default)]
+struct CameraCounts {
+    /// The current count per label (0 for labels seen before, now absent).
+    current: BTreeMap<String, usize>,
+    /// What was last enqueued per label in this connection.
+    sent: BTreeMap<String, usize>,
 }
 
 /// Publishes to one broker; see the module documentation.
@@ -338,7 +346,7 @@ impl MqttPublisher {
             connection,
             shared: Arc::clone(&shared),
             broker: broker.clone(),
-            availability_topic: availability_topic(&prefix),
+            prefix: prefix.clone(),
             stop_rx,
         };
         let thread = std::thread::Builder::new()
@@ -363,7 +371,7 @@ impl MqttPublisher {
     /// `<prefix>/<camera>/detections`, QoS 0. Never blocks; dropped and
     /// counted when the broker is unreachable or the queue is full.
     pub fn publish_detections(&self, camera: &str, frame_json: &str) {
-        let topic = format!("{}/{}/detections", self.prefix, topic_segment(camera));
+        let topic = detections_topic(&self.prefix, camera);
         self.try_send(
             topic,
             QoS::AtMostOnce,
@@ -374,40 +382,25 @@ impl MqttPublisher {
 
     /// `<prefix>/<camera>/<label>` retained, for each label whose count
     /// changed since it was last sent (a label missing from `counts` now
-    /// counts 0). After a reconnect every label is sent again.
+    /// counts 0). Never blocks; what cannot be sent now goes out on the
+    /// next call or with the next (re)connect.
     pub fn publish_counts(&self, camera: &str, counts: &BTreeMap<String, usize>) {
-        let generation = self.shared.connections.load(Ordering::Acquire);
         let mut all = self
             .shared
             .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let sent = all.entry(camera.to_string()).or_insert_with(|| SentCounts {
-            generation: u64::MAX,
-            by_label: BTreeMap::new(),
-        });
-        let resend_all = sent.generation != generation;
-        let labels: BTreeSet<String> = counts.keys().chain(sent.by_label.keys()).cloned().collect();
-        let mut complete = true;
-        for label in labels {
-            let now = counts.get(&label).copied().unwrap_or(0);
-            if !resend_all && sent.by_label.get(&label) == Some(&now) {
+        let CameraCounts { current, sent } = all.entry(camera.to_string()).or_default();
+        current.values_mut().for_each(|n| *n = 0);
+        current.extend(counts.iter().map(|(label, &n)| (label.clone(), n)));
+        for (label, &n) in current.iter() {
+            if sent.get(label) == Some(&n) {
                 continue;
             }
-            let topic = format!(
-                "{}/{}/{}",
-                self.prefix,
-                topic_segment(camera),
-                topic_segment(&label)
-            );
-            if self.try_send(topic, QoS::AtLeastOnce, true, now.to_string().into_bytes()) {
-                sent.by_label.insert(label, now);
-            } else {
-                complete = false;
+            let topic = count_topic(&self.prefix, camera, label);
+            if self.try_send(topic, QoS::AtLeastOnce, true, n.to_string().into_bytes()) {
+                sent.insert(label.clone(), n);
             }
-        }
-        if complete {
-            sent.generation = generation;
         }
     }
 
@@ -437,17 +430,24 @@ impl MqttPublisher {
 
     /// Asks the event loop to say goodbye and end (idempotent, non-blocking).
     fn request_stop(&self) {
-        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+        if self.shared.stop_requested.swap(true, Ordering::AcqRel) {
             return;
         }
+        // First the flag, then the message that wakes an idle event loop,
+        // so that the loop sees the flag when it wakes.
+        self.shared.stopping.store(true, Ordering::Release);
         let _ = self.stop_tx.try_send(());
-        // Wakes an idle event loop; when connected this also sends `offline`.
-        let _ = self.client.try_publish(
-            availability_topic(&self.prefix),
-            QoS::AtLeastOnce,
-            true,
-            OFFLINE,
-        );
+        // `offline` through the request channel, behind whatever is queued.
+        let queued = self
+            .client
+            .try_publish(
+                availability_topic(&self.prefix),
+                QoS::AtLeastOnce,
+                true,
+                OFFLINE,
+            )
+            .is_ok();
+        self.shared.offline_failed.store(!queued, Ordering::Release);
     }
 
     /// Enqueues one message; false (and counted as dropped) when it cannot.
@@ -485,6 +485,18 @@ impl Drop for MqttPublisher {
 
 fn availability_topic(prefix: &str) -> String {
     format!("{prefix}/available")
+}
+
+fn detections_topic(prefix: &str, camera: &str) -> String {
+    format!("{prefix}/{}/detections", topic_segment(camera))
+}
+
+fn count_topic(prefix: &str, camera: &str, label: &str) -> String {
+    format!(
+        "{prefix}/{}/{}",
+        topic_segment(camera),
+        topic_segment(label)
+    )
 }
 
 /// A camera name or label as one topic level: no '/' (would add levels)
@@ -610,7 +622,7 @@ struct EventLoopThread {
     connection: Connection,
     shared: Arc<Shared>,
     broker: String,
-    availability_topic: String,
+    prefix: String,
     stop_rx: Receiver<()>,
 }
 
@@ -621,31 +633,47 @@ impl EventLoopThread {
         let mut goodbye_queued = false;
         loop {
             let stopping = self.shared.stopping.load(Ordering::Acquire);
-            let connected = self.shared.connected.load(Ordering::Acquire);
-            if stopping && !connected {
+            if stopping && !self.shared.connected.load(Ordering::Acquire) {
                 return;
             }
-            if stopping && !goodbye_queued {
-                self.queue_goodbye();
-                goodbye_queued = true;
-            }
-            match self.connection.recv() {
-                // Every request sender is gone: nothing more to do.
-                Err(_) => return,
-                Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+            let event = if stopping {
+                // Shutting down: once nothing is left to send (no event for
+                // a while), say goodbye. Cancelling an idle poll is harmless;
+                // at worst the broker sees a broken connection and
+                // publishes the Last Will, which says `offline` too.
+                match self.connection.recv_timeout(GOODBYE_IDLE) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if !goodbye_queued {
+                            self.queue_goodbye();
+                            goodbye_queued = true;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(event) => event,
+                }
+            } else {
+                match self.connection.recv() {
+                    Ok(event) => event,
+                    // Every request sender is gone: nothing more to do.
+                    Err(_) => return,
+                }
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     self.on_connected(outage_logged);
                     backoff = RECONNECT_MIN;
                     outage_logged = false;
                 }
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => {
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => {
                     self.shared.published.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) if stopping => {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => {
                     self.shared.connected.store(false, Ordering::Release);
                     return;
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
+                Ok(_) => {}
+                Err(err) => {
                     let was_connected = self.shared.connected.swap(false, Ordering::AcqRel);
                     if self.shared.stopping.load(Ordering::Acquire) {
                         return;
@@ -667,9 +695,28 @@ impl EventLoopThread {
     }
 
     fn on_connected(&mut self, after_outage: bool) {
-        // `online` goes ahead of anything left over from the last session.
-        let online = retained(&self.availability_topic, ONLINE);
-        self.connection.eventloop.pending.push_front(online);
+        // `online` and every current count go ahead of anything left over
+        // from the last session.
+        let mut hello = vec![retained(&availability_topic(&self.prefix), ONLINE)];
+        let mut all = self
+            .shared
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (camera, counts) in all.iter_mut() {
+            for (label, n) in &counts.current {
+                hello.push(retained(
+                    &count_topic(&self.prefix, camera, label),
+                    &n.to_string(),
+                ));
+            }
+            counts.sent = counts.current.clone();
+        }
+        drop(all);
+        let pending = &mut self.connection.eventloop.pending;
+        for request in hello.into_iter().rev() {
+            pending.push_front(request);
+        }
         let n = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         self.shared.connected.store(true, Ordering::Release);
         if n == 1 {
@@ -679,12 +726,15 @@ impl EventLoopThread {
         }
     }
 
-    /// `offline` then DISCONNECT, ahead of anything still queued: a clean
-    /// disconnect discards the Last Will, so we must say it ourselves.
+    /// DISCONNECT, after `offline` if shutdown could not queue it (a full
+    /// channel): a clean disconnect discards the Last Will, so we must say
+    /// `offline` ourselves.
     fn queue_goodbye(&mut self) {
         let pending = &mut self.connection.eventloop.pending;
-        pending.push_front(Request::Disconnect(Disconnect));
-        pending.push_front(retained(&self.availability_topic, OFFLINE));
+        if self.shared.offline_failed.load(Ordering::Acquire) {
+            pending.push_back(retained(&availability_topic(&self.prefix), OFFLINE));
+        }
+        pending.push_back(Request::Disconnect(Disconnect));
     }
 }
 
