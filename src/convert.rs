@@ -216,7 +216,10 @@ fn raw_view(frame: &Frame) -> Result<PixelView<'_>> {
     }
     if matches!(frame.format, PixelFormat::Yuyv | PixelFormat::Nv12) && w % 2 == 1 {
         // chroma is shared by pixel pairs: V4L2 gives these formats even widths
-        bail!(CorruptFrame(format!("{:?} frame width {w} is odd", frame.format)));
+        bail!(CorruptFrame(format!(
+            "{:?} frame width {w} is odd",
+            frame.format
+        )));
     }
     // The last row needs only its pixels, not the full stride.
     let mut need = stride * (h - 1) + min_stride;

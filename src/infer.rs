@@ -344,6 +344,38 @@ impl Detector {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+
+    /// Time per operator kind over `runs` runs of `input_chw` (for `bench
+    /// --profile`): (op name, total seconds, node count), slowest first.
+    pub fn profile(&mut self, input_chw: &[f32], runs: usize) -> Result<Vec<(String, f64, usize)>> {
+        use std::collections::HashMap;
+        let shape = [
+            1,
+            3,
+            self.info.input_h_px as usize,
+            self.info.input_w_px as usize,
+        ];
+        let mut by_op: HashMap<String, (f64, std::collections::HashSet<usize>)> = HashMap::new();
+        for _ in 0..runs {
+            let tensor = Tensor::from_shape(&shape, input_chw)?;
+            self.state
+                .run_plan_with_eval(tvec!(tensor.into_tvalue()), |ctx, state, node, inputs| {
+                    let t0 = std::time::Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+                    let e = by_op.entry(node.op().name().to_string()).or_default();
+                    e.0 += t0.elapsed().as_secs_f64();
+                    e.1.insert(node.id);
+                    r
+                })
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        let mut v: Vec<(String, f64, usize)> = by_op
+            .into_iter()
+            .map(|(k, (t, nodes))| (k, t / runs as f64, nodes.len()))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(v)
+    }
 }
 
 #[cfg(test)]

@@ -298,7 +298,10 @@ mod tests {
             }
         }
         let lb = crate::preprocess::Letterbox::new(100, 100, 100, 100);
-        let p = NmsParams::PREDICT;
+        let p = NmsParams {
+            conf: 0.5,
+            ..NmsParams::PREDICT
+        };
         let none = DetectFilter::default();
         assert_eq!(frame_detections(&out, 2, &p, &none, &lb, 100, 100).len(), 1);
         let per_class = DetectFilter {

@@ -22,7 +22,7 @@ fn read_frames(path: &Path, w: f64, h: f64) -> Vec<Value> {
     text.lines()
         .map(|line| {
             let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            assert_eq!(v["camera"].as_str().is_some(), true, "{line}");
+            assert!(v["camera"].as_str().is_some(), "{line}");
             assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
             assert_eq!(
                 (v["width"].as_f64(), v["height"].as_f64()),

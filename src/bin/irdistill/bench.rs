@@ -33,6 +33,13 @@ pub struct Args {
     /// Skip the child run measuring the daemon's peak memory.
     #[arg(long)]
     pub no_rss: bool,
+    /// Print tract's time per operator kind (where the model's time goes).
+    #[arg(long)]
+    pub profile: bool,
+    /// Camera rate for the latency run (a live source: frames are dropped,
+    /// not queued, when inference falls behind).
+    #[arg(long, default_value_t = 15.0)]
+    pub live_fps: f32,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -79,8 +86,15 @@ fn child_peak_rss(a: &Args, cfg: &Config) -> Result<u64> {
     let dir = std::env::temp_dir().join(format!("irdistill-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let summary = dir.join("summary.json");
+    // One scene, rendered once: the generator's own buffers are not the
+    // daemon's (a camera source has none of them).
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "[source.synthetic]\nhold_frames = 1000000\n")?;
     let status = std::process::Command::new(exe)
-        .args(["run", "--source", &a.source, "--fps", "0", "--frames"])
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--source", &a.source, "--fps", "0", "--frames"])
         .arg(a.frames.to_string())
         .arg("--model")
         .arg(model)
@@ -125,20 +139,29 @@ pub fn bench(a: Args) -> Result<()> {
     for _ in 0..5 {
         detector.run(&tensor, &mut output)?;
     }
-    let mut model_ms = Vec::new();
-    let t0 = Instant::now();
-    for _ in 0..a.frames {
-        let t = Instant::now();
-        detector.run(&tensor, &mut output)?;
-        model_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let model_fps = a.frames as f64 / t0.elapsed().as_secs_f64();
-    model_ms.sort_by(f64::total_cmp);
+    let mut model_only = |detector: &mut irdistill::infer::Detector| -> Result<(f64, Vec<f64>)> {
+        let mut ms = Vec::new();
+        let t0 = Instant::now();
+        for _ in 0..a.frames {
+            let t = Instant::now();
+            detector.run(&tensor, &mut output)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        Ok((a.frames as f64 / t0.elapsed().as_secs_f64(), ms))
+    };
+    let (model_fps, model_ms) = model_only(&mut detector)?;
     println!(
         "model only:      {model_fps:7.1} fps   p50 {:.2} ms  p90 {:.2} ms",
         percentile(&model_ms, 50.0),
         percentile(&model_ms, 90.0)
     );
+    if a.profile {
+        println!("tract time per operator kind (per frame):");
+        for (op, s, nodes) in detector.profile(&tensor, 20)?.into_iter().take(12) {
+            println!("  {op:<28} {:7.2} ms  ({nodes} nodes)", s * 1e3);
+        }
+    }
     drop(detector);
 
     // 2. Conversion per frame, 640x480 in each camera format.
@@ -205,9 +228,43 @@ pub fn bench(a: Args) -> Result<()> {
         summary.frames,
         summary.frames_dropped
     );
-    println!("latency capture→published: p50 {p50:.1} ms  p90 {p90:.1} ms  p99 {p99:.1} ms");
+    println!("  latency capture→published with full queues: p50 {p50:.1} ms  p90 {p90:.1} ms  p99 {p99:.1} ms");
+    // The same model alone again: on a shared machine the two runs bracket the pipeline.
+    let (model_fps_after, _) = model_only(&mut crate::run::load_model(&cfg)?)?;
+    println!(
+        "model only again: {model_fps_after:6.1} fps   (pipeline / best model-only: {:.2})",
+        pipeline_fps / model_fps.max(model_fps_after)
+    );
 
-    // 4. The daemon's own peak memory.
+    // 4. Latency from a live camera at --live-fps (drops instead of queues).
+    let mut live_cfg = bench_config(&a)?;
+    live_cfg.source.fps = a.live_fps;
+    live_cfg.pipeline.max_frames = a.frames.min((a.live_fps * 10.0) as u64).max(10);
+    let live_metrics = Arc::new(Metrics::new(info.names.clone(), vec![]));
+    let live = pipeline::run(
+        &live_cfg,
+        capture::opener(&live_cfg)?,
+        crate::run::load_model(&live_cfg)?,
+        Outputs {
+            camera: "bench".into(),
+            jsonl: None,
+            #[cfg(feature = "mqtt")]
+            mqtt: None,
+            snapshots: None,
+            snapshot_quality: 85,
+            http: None,
+        },
+        live_metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let lpct = |p| live_metrics.latency.recent_percentile(p).unwrap_or(0.0) * 1e3;
+    let (l50, l90, l99) = (lpct(50.0), lpct(90.0), lpct(99.0));
+    println!(
+        "live camera at {} fps: latency p50 {l50:.1} ms  p90 {l90:.1} ms  p99 {l99:.1} ms ({} frames, {} dropped)",
+        a.live_fps, live.frames, live.frames_dropped
+    );
+
+    // 5. The daemon's own peak memory.
     let rss = if a.no_rss {
         None
     } else {
@@ -226,8 +283,10 @@ pub fn bench(a: Args) -> Result<()> {
         "model_fps": model_fps,
         "model_p50_ms": percentile(&model_ms, 50.0),
         "pipeline_fps": pipeline_fps,
-        "pipeline_over_model": pipeline_fps / model_fps,
-        "latency_ms": {"p50": p50, "p90": p90, "p99": p99},
+        "model_fps_after": model_fps_after,
+        "pipeline_over_model": pipeline_fps / model_fps.max(model_fps_after),
+        "latency_queued_ms": {"p50": p50, "p90": p90, "p99": p99},
+        "latency_live_ms": {"fps": a.live_fps, "p50": l50, "p90": l90, "p99": l99, "dropped": live.frames_dropped},
         "convert_640x480_ms": conv,
         "peak_rss_bytes": rss,
     });
