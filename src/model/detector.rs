@@ -8,20 +8,22 @@ use candle_nn::VarBuilder;
 use super::{decode, ModelConfig, ModelOutput, Teacher, YoloV8, REG_MAX};
 
 #[derive(Debug, Clone)]
+// Both boxed: the models are large structs of layer handles, and the enum
+// is moved around by value.
 pub enum Detector {
     /// RGB only: what is exported and deployed.
-    Student(YoloV8),
+    Student(Box<YoloV8>),
     /// RGB+IR, for training and distillation only.
-    Teacher(Teacher),
+    Teacher(Box<Teacher>),
 }
 
 impl Detector {
     /// A student or a teacher, as `cfg.scale` says.
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
         Ok(if cfg.is_teacher() {
-            Detector::Teacher(Teacher::load(vb, cfg)?)
+            Detector::Teacher(Box::new(Teacher::load(vb, cfg)?))
         } else {
-            Detector::Student(YoloV8::load(vb, cfg)?)
+            Detector::Student(Box::new(YoloV8::load(vb, cfg)?))
         })
     }
 
@@ -56,7 +58,7 @@ impl Detector {
     /// The student, or an error naming what was given instead.
     pub fn into_student(self, what: &str) -> Result<YoloV8> {
         match self {
-            Detector::Student(m) => Ok(m),
+            Detector::Student(m) => Ok(*m),
             Detector::Teacher(t) => anyhow::bail!(
                 "{what} is a {} RGB+IR teacher ({} fusion); only RGB students can be exported or run on RGB alone — distill one with `trainer distill`",
                 t.config().scale,

@@ -121,7 +121,7 @@ impl CcaFusion {
 /// One level's fusion block.
 #[derive(Debug, Clone)]
 pub enum FusionBlock {
-    Cca(CcaFusion),
+    Cca(Box<CcaFusion>),
     /// concat → 1×1 Conv (2C → C).
     Concat(Conv),
     Add,
@@ -132,7 +132,7 @@ impl FusionBlock {
     /// [`Fusion::Early`] has no fusion blocks (an error here).
     pub fn load(vb: VarBuilder, kind: Fusion, c: usize) -> Result<Self> {
         Ok(match kind {
-            Fusion::Cca => FusionBlock::Cca(CcaFusion::load(vb, c)?),
+            Fusion::Cca => FusionBlock::Cca(Box::new(CcaFusion::load(vb, c)?)),
             Fusion::Concat => FusionBlock::Concat(Conv::load(vb.pp("mix"), 2 * c, c, 1, 1)?),
             Fusion::Add => FusionBlock::Add,
             Fusion::Early => bail!("early fusion has no per-level fusion blocks"),
