@@ -30,7 +30,7 @@ use crate::model::{YoloV8, STRIDES};
 use graph::{value_info_f32, Dim};
 pub use yolo::{fold_batch_norm, INPUT_NAME, OUTPUT_NAME};
 
-/// ONNX opset of the exported graph (Softmax on one axis needs ≥ 13).
+/// ONNX opset of the exported graph (ReduceSum with axes as an input needs ≥ 13).
 pub const OPSET: i64 = 17;
 /// ONNX IR version (8 is read by every onnxruntime since 1.10 and by tract).
 pub const IR_VERSION: i64 = 8;

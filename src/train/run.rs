@@ -492,7 +492,8 @@ impl Trainer {
     /// One optimizer step at the schedule's current learning rate.
     pub fn train_step(&mut self, batch: &Batch, unlabeled: Option<&Batch>) -> Result<[f64; 4]> {
         let (lr_w, lr_b, _) = self.schedule.at(self.optimizer.step);
-        self.step(batch, unlabeled, lr_w, lr_b)
+        let at = format!("step {}", self.optimizer.step + 1);
+        self.step(batch, unlabeled, lr_w, lr_b, &at)
     }
 
     fn run(&mut self) -> Result<()> {
@@ -591,9 +592,8 @@ impl Trainer {
                 Some(u) => Some(u.next(step)?),
                 None => None,
             };
-            let parts = self
-                .step(&batch, unlabeled.as_ref(), lr_w, lr_b)
-                .with_context(|| format!("epoch {} step {} (batch {i})", epoch + 1, step + 1))?;
+            let at = format!("epoch {} step {} (batch {i})", epoch + 1, step + 1);
+            let parts = self.step(&batch, unlabeled.as_ref(), lr_w, lr_b, &at)?;
             for k in 0..4 {
                 sums[k] += parts[k];
             }
@@ -649,6 +649,7 @@ impl Trainer {
         unlabeled: Option<&Batch>,
         lr_w: f64,
         lr_b: f64,
+        at: &str,
     ) -> Result<[f64; 4]> {
         let (s, dev) = (self.opts.imgsz, &self.device);
         let inputs = |b: &Batch| -> Result<(Tensor, Option<Tensor>)> {
@@ -700,7 +701,7 @@ impl Trainer {
         ];
         if !parts.iter().all(|v| v.is_finite()) {
             bail!(
-                "non-finite loss: box {} cls {} dfl {} distill {}; stopping (lower --lr0?)",
+                "non-finite loss at {at}: box {} cls {} dfl {} distill {}; stopping (lower --lr0?)",
                 parts[0],
                 parts[1],
                 parts[2],
