@@ -233,3 +233,32 @@ fn bad_arguments_and_data_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_prints_step_time_as_json() {
+    let out = trainer(&[
+        "bench",
+        "--model",
+        "student-p",
+        "--imgsz",
+        "64",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    let stdout = ok(&out);
+    let j: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let ms = j["ms_per_step"].as_f64().unwrap();
+    let ips = j["images_per_s"].as_f64().unwrap();
+    assert!(ms > 0.0 && (ips - 2.0 * 1e3 / ms).abs() < 1e-6 * ips, "{j}");
+    assert_eq!(
+        (j["batch"].as_u64(), j["steps"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let out = trainer(&["bench", "--model", "student-q"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("student-q"));
+}

@@ -1,5 +1,6 @@
 //! `trainer`: the workstation half (generator, evaluation, training).
 
+mod cmd_bench;
 mod cmd_demo;
 mod cmd_distill;
 mod cmd_eval_coco;
@@ -49,6 +50,8 @@ enum Command {
     Predict(cmd_predict::Args),
     /// Export a checkpoint to ONNX (ultralytics YOLOv8 layout).
     Export(cmd_export::Args),
+    /// Time full training steps (forward, loss, backward, optimizer); JSON last line.
+    Bench(cmd_bench::Args),
     /// COCO bbox evaluation of a results file against an instances file.
     EvalCoco(cmd_eval_coco::Args),
 }
@@ -67,6 +70,7 @@ fn main() {
         Command::EvalCoco(args) => cmd_eval_coco::run(args),
         Command::Train(args) => cmd_train::run(args),
         Command::Distill(args) => cmd_distill::run(args),
+        Command::Bench(args) => cmd_bench::run(args),
         Command::Experiment(args) => cmd_experiment::run(args),
         Command::Export(args) => cmd_export::run(args),
         Command::Val(args) => cmd_val::run(args),
