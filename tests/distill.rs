@@ -195,7 +195,10 @@ fn one_distillation_step_leaves_the_teacher_bitwise_unchanged_and_moves_the_stud
         .filter(|(a, b)| a.1 == b.1)
         .map(|(a, _)| a.0.as_str())
         .collect();
-    assert!(unchanged.is_empty(), "student tensors left unchanged: {unchanged:?}");
+    assert!(
+        unchanged.is_empty(),
+        "student tensors left unchanged: {unchanged:?}"
+    );
 }
 
 #[test]
