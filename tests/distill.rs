@@ -4,7 +4,7 @@
 //! results schema, and wrong inputs are named.
 
 use candle_core::{Device, Tensor};
-use irdistill::distill::{DistillLoss, DistillOptions};
+use irdistill::distill::DistillOptions;
 use irdistill::model::Fusion;
 use irdistill::train::checkpoint;
 use irdistill::train::optim::OptimizerKind;
@@ -64,22 +64,8 @@ fn teacher() -> &'static Path {
 
 fn distill_options(teacher: &Path, unlabeled: Option<&str>) -> DistillOptions {
     DistillOptions {
-        teacher: teacher.to_path_buf(),
-        losses: vec![
-            DistillLoss::Feature,
-            DistillLoss::Contrastive,
-            DistillLoss::Response,
-        ],
-        alpha: 1.0,
-        w_feature: 1.0,
-        w_contrastive: 0.25,
-        w_response: 1.0,
-        feature_fg: 2.0,
-        tau: 0.1,
-        temperature: 2.0,
-        ld_weight: 0.5,
-        teacher_conf: 0.5,
         unlabeled: unlabeled.map(str::to_string),
+        ..DistillOptions::with_defaults(teacher.to_path_buf())
     }
 }
 

@@ -76,6 +76,39 @@ pub struct DistillOptions {
 }
 
 impl DistillOptions {
+    /// The documented defaults (also `trainer distill`'s flag defaults).
+    pub const ALPHA: f64 = 1.0;
+    pub const W_FEATURE: f64 = 1.0;
+    pub const W_CONTRASTIVE: f64 = 0.25;
+    pub const W_RESPONSE: f64 = 1.0;
+    pub const FEATURE_FG: f64 = 2.0;
+    pub const TAU: f64 = 0.1;
+    pub const TEMPERATURE: f64 = 2.0;
+    pub const LD_WEIGHT: f64 = 0.5;
+    pub const TEACHER_CONF: f32 = 0.5;
+
+    /// All three losses with the default weights, no unlabeled pairs.
+    pub fn with_defaults(teacher: PathBuf) -> Self {
+        Self {
+            teacher,
+            losses: vec![
+                DistillLoss::Feature,
+                DistillLoss::Contrastive,
+                DistillLoss::Response,
+            ],
+            alpha: Self::ALPHA,
+            w_feature: Self::W_FEATURE,
+            w_contrastive: Self::W_CONTRASTIVE,
+            w_response: Self::W_RESPONSE,
+            feature_fg: Self::FEATURE_FG,
+            tau: Self::TAU,
+            temperature: Self::TEMPERATURE,
+            ld_weight: Self::LD_WEIGHT,
+            teacher_conf: Self::TEACHER_CONF,
+            unlabeled: None,
+        }
+    }
+
     pub fn uses(&self, l: DistillLoss) -> bool {
         self.losses.contains(&l)
     }

@@ -304,26 +304,18 @@ fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult>
             losses,
             teacher_arm,
         } => Some(DistillOptions {
-            teacher: out
-                .join(format!("seed{seed}"))
-                .join(teacher_arm)
-                .join("best.safetensors"),
             losses: losses.clone(),
-            alpha: 1.0,
-            w_feature: 1.0,
-            w_contrastive: 0.25,
-            w_response: 1.0,
-            feature_fg: 2.0,
-            tau: 0.1,
-            temperature: 2.0,
-            ld_weight: 0.5,
-            teacher_conf: 0.5,
             unlabeled: a.unlabeled.then(|| {
                 format!(
                     "synth:{}",
                     budget.synth_train.saturating_sub(labeled).max(1)
                 )
             }),
+            ..DistillOptions::with_defaults(
+                out.join(format!("seed{seed}"))
+                    .join(teacher_arm)
+                    .join("best.safetensors"),
+            )
         }),
         _ => None,
     };

@@ -21,31 +21,31 @@ pub struct Args {
     )]
     pub losses: Vec<DistillLoss>,
     /// α in L_det + α·L_distill.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DistillOptions::ALPHA)]
     pub alpha: f64,
     /// w_f: weight of the feature (adapter L2) term.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DistillOptions::W_FEATURE)]
     pub w_feature: f64,
     /// w_c: weight of the InfoNCE term.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = DistillOptions::W_CONTRASTIVE)]
     pub w_contrastive: f64,
     /// w_r: weight of the response (class KL + box LD) term.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DistillOptions::W_RESPONSE)]
     pub w_response: f64,
     /// γ: feature-loss weight 1 + γ·foreground per cell.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DistillOptions::FEATURE_FG)]
     pub feature_fg: f64,
     /// InfoNCE temperature τ.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = DistillOptions::TAU)]
     pub tau: f64,
     /// Response-distillation temperature T.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DistillOptions::TEMPERATURE)]
     pub temperature: f64,
     /// Weight of the box-distribution (DFL) KL inside the response term; 0 = off.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DistillOptions::LD_WEIGHT)]
     pub ld_weight: f64,
     /// Teacher detections at or above this score are the objects of unlabeled pairs.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DistillOptions::TEACHER_CONF)]
     pub teacher_conf: f32,
     /// Unlabeled RGB+IR pairs (a folder, or synth:N): they add L_distill only.
     #[arg(long)]
