@@ -11,22 +11,12 @@ use irdistill::train::optim::OptimizerKind;
 use irdistill::train::run::{named_vars, TrainOptions, Trainer};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 use tract_onnx::prelude::Framework;
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .expect("run trainer")
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "trainer failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod trainer_common;
+use trainer_common::{ok, trainer};
 
 fn failure(out: &Output) -> String {
     assert!(!out.status.success(), "trainer unexpectedly succeeded");

@@ -4,20 +4,10 @@
 use candle_core::Device;
 use irdistill::train::checkpoint;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .expect("run trainer")
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "trainer failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod trainer_common;
+use trainer_common::{ok, trainer};
 
 /// A tiny but complete run: 24 generated pairs at 64 px.
 fn tiny(out: &Path, epochs: &str, extra: &[&str]) -> Output {

@@ -17,19 +17,7 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use crate::model::REG_MAX;
-
-/// Per-level head outputs `[B, 4·16 + nc, H, W]` → `[B, 4·16 + nc, N]`.
-fn flatten_levels(levels: &[Tensor]) -> Result<Tensor> {
-    let flat = levels
-        .iter()
-        .map(|x| {
-            let (b, c, h, w) = x.dims4()?;
-            Ok(x.reshape((b, c, h * w))?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&flat, 2)?)
-}
+use crate::model::{flatten_levels, REG_MAX};
 
 /// `ln(1 + e^{−|x|})`, the stable part of BCE with logits.
 fn log1p_exp_neg_abs(x: &Tensor) -> Result<Tensor> {

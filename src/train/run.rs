@@ -203,6 +203,16 @@ pub fn batch_tensor(data: &[f32], b: usize, c: usize, s: usize, device: &Device)
     Ok(Tensor::from_slice(data, (b, c, s, s), device)?)
 }
 
+/// A batch's model inputs: RGB `[B, 3, S, S]` and, when loaded, IR `[B, 1, S, S]`.
+pub fn batch_inputs(b: &Batch, s: usize, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
+    let rgb = batch_tensor(&b.rgb, b.len(), 3, s, device)?;
+    let ir =
+        b.ir.as_ref()
+            .map(|v| batch_tensor(v, b.len(), 1, s, device))
+            .transpose()?;
+    Ok((rgb, ir))
+}
+
 /// Runs `model` over `source` and COCO-evaluates its detections, in
 /// model-input pixels (letterboxed), per condition. A teacher gets the IR
 /// image of each pair too.
@@ -227,11 +237,7 @@ pub fn validate(
     let mut images = Vec::new();
     for b in EpochLoader::start(source, &cfg, 0, 0) {
         let b = b?;
-        let x = batch_tensor(&b.rgb, b.len(), 3, imgsz, device)?;
-        let ir =
-            b.ir.as_ref()
-                .map(|v| batch_tensor(v, b.len(), 1, imgsz, device))
-                .transpose()?;
+        let (x, ir) = batch_inputs(&b, imgsz, device)?;
         let out = model
             .predict(&x, ir.as_ref())?
             .to_device(&Device::Cpu)?
@@ -652,15 +658,7 @@ impl Trainer {
         at: &str,
     ) -> Result<[f64; 4]> {
         let (s, dev) = (self.opts.imgsz, &self.device);
-        let inputs = |b: &Batch| -> Result<(Tensor, Option<Tensor>)> {
-            let x = batch_tensor(&b.rgb, b.len(), 3, s, dev)?; // [B, 3, S, S]
-            let ir =
-                b.ir.as_ref()
-                    .map(|v| batch_tensor(v, b.len(), 1, s, dev))
-                    .transpose()?; // [B, 1, S, S]
-            Ok((x, ir))
-        };
-        let (x, ir) = inputs(batch)?;
+        let (x, ir) = batch_inputs(batch, s, dev)?;
         let out = self.model.forward_t(&x, ir.as_ref(), true)?;
         let loss = self.loss.compute(&out.levels, &batch.labels)?;
         let mut total = loss.total;
@@ -684,7 +682,7 @@ impl Trainer {
             // × B like L_det (ultralytics scales its loss by the batch size)
             total = (total + terms.total.affine(alpha * batch.len() as f64, 0.0)?)?;
             if let Some(u) = unlabeled {
-                let (ux, uir) = inputs(u)?;
+                let (ux, uir) = batch_inputs(u, s, dev)?;
                 let uir = uir.context("unlabeled pairs need their IR image")?;
                 let student = self.model.forward_t(&ux, None, true)?;
                 let teacher = d.teacher_forward(&ux, &uir)?;
@@ -764,15 +762,7 @@ fn warm_start_from_data(
     };
     let batches = EpochLoader::start(data.train.clone(), &cfg, 0, 0)
         .take(4)
-        .map(|b| {
-            let b = b?;
-            let x = batch_tensor(&b.rgb, b.len(), 3, opts.imgsz, device)?;
-            let ir =
-                b.ir.as_ref()
-                    .map(|v| batch_tensor(v, b.len(), 1, opts.imgsz, device))
-                    .transpose()?;
-            Ok((x, ir))
-        })
+        .map(|b| batch_inputs(&b?, opts.imgsz, device))
         .collect::<Result<Vec<_>>>()?;
     warm_start_batchnorm(model, varmap, &batches)
 }
