@@ -241,6 +241,8 @@ pub struct SnapshotConfig {
     pub dir: Option<PathBuf>,
     /// At most one snapshot per this interval.
     pub min_interval_ms: u64,
+    /// And at least this many source frames apart (0 = no frame limit).
+    pub min_interval_frames: u64,
     /// Oldest snapshots are deleted beyond this total size.
     pub max_total_bytes: u64,
     pub jpeg_quality: u8,
@@ -251,6 +253,7 @@ impl Default for SnapshotConfig {
         Self {
             dir: None,
             min_interval_ms: 10_000,
+            min_interval_frames: 0,
             max_total_bytes: 100 << 20,
             jpeg_quality: 85,
         }

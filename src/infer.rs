@@ -188,6 +188,15 @@ impl Detector {
             path.is_file(),
             "model {shown}: no such file (set --model or [model] path)"
         );
+        // A clone without Git LFS holds a small text pointer instead.
+        let mut head = [0u8; 64];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .with_context(|| format!("model {shown}: cannot read"))?;
+        ensure!(
+            !head[..n].starts_with(b"version https://git-lfs"),
+            "model {shown}: this is a Git LFS pointer, not the model: run `git lfs pull` (package git-lfs)"
+        );
         let model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| anyhow::anyhow!("{e:?}"))

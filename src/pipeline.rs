@@ -119,6 +119,17 @@ impl Queue {
     }
 }
 
+/// One published frame, as an [`Outputs::observer`] sees it.
+pub struct FrameEvent<'a> {
+    pub message: &'a FrameMessage,
+    /// The snapshot written for this frame, if any.
+    pub snapshot: Option<&'a std::path::Path>,
+}
+
+/// Called by the publish stage for every published frame (summaries,
+/// console output). It runs on the publish thread: keep it short.
+pub type Observer = Box<dyn FnMut(&FrameEvent) + Send>;
+
 /// Where results go (all optional).
 pub struct Outputs {
     pub camera: String,
@@ -128,6 +139,7 @@ pub struct Outputs {
     pub snapshots: Option<SnapshotWriter>,
     pub snapshot_quality: u8,
     pub http: Option<Arc<HttpState>>,
+    pub observer: Option<Observer>,
 }
 
 /// What a run did.
@@ -721,8 +733,12 @@ fn publish_stage(
             .http
             .as_ref()
             .is_some_and(|h| h.snapshot_wanted.load(Relaxed));
-        let disk_wants =
-            !message.detections.is_empty() && outputs.snapshots.as_ref().is_some_and(|s| s.due());
+        let disk_wants = !message.detections.is_empty()
+            && outputs
+                .snapshots
+                .as_ref()
+                .is_some_and(|s| s.due(message.frame));
+        let mut snapshot_path = None;
         if http_wants || disk_wants {
             match snapshot_jpeg(
                 &mut converter,
@@ -737,6 +753,7 @@ fn publish_stage(
                             Ok(path) => {
                                 metrics.snapshots.fetch_add(1, Relaxed);
                                 tracing::debug!("snapshot {}", path.display());
+                                snapshot_path = Some(path);
                             }
                             Err(e) => tracing::warn!("{e:#}"),
                         }
@@ -747,6 +764,12 @@ fn publish_stage(
                 }
                 Err(e) => tracing::warn!("snapshot of frame {}: {e:#}", message.frame),
             }
+        }
+        if let Some(observe) = outputs.observer.as_mut() {
+            observe(&FrameEvent {
+                message: &message,
+                snapshot: snapshot_path.as_deref(),
+            });
         }
         metrics.latency.observe(job.captured.elapsed());
         metrics.frame_done();

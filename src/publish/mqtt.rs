@@ -520,9 +520,13 @@ fn topic_segment(name: &str) -> String {
 }
 
 fn default_client_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    let host = if host.is_empty() { "host" } else { host };
+    // /proc/sys is hidden under systemd's ProcSubset=pid: /etc/hostname then.
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
     format!("irdistill-{host}-{}", std::process::id())
 }
 

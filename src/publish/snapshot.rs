@@ -1,5 +1,6 @@
 //! Annotated JPEG snapshots: boxes and labels drawn on the source frame,
-//! written to a folder on detection at most once per interval, the folder
+//! written to a folder on detection at most once per interval (of time,
+//! and optionally of frames), the folder
 //! kept under a size cap by deleting the oldest snapshots (only files this
 //! daemon names, `snap-*.jpg`, are ever deleted).
 
@@ -45,8 +46,11 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
 pub struct SnapshotWriter {
     dir: PathBuf,
     min_interval: Duration,
+    /// At least this many source frames between snapshots (0 = no limit).
+    min_interval_frames: u64,
     max_total_bytes: u64,
     last: Option<Instant>,
+    last_frame: Option<u64>,
     /// Our snapshots in the folder, oldest first, with their sizes.
     files: VecDeque<(PathBuf, u64)>,
     total_bytes: u64,
@@ -75,16 +79,31 @@ impl SnapshotWriter {
         Ok(Self {
             dir: dir.to_path_buf(),
             min_interval,
+            min_interval_frames: 0,
             max_total_bytes,
             last: None,
+            last_frame: None,
             files: files.into(),
             total_bytes,
         })
     }
 
-    /// Whether a snapshot may be taken now (rate limit).
-    pub fn due(&self) -> bool {
-        self.last.map_or(true, |t| t.elapsed() >= self.min_interval)
+    /// Also require `frames` source frames between snapshots (0 = only
+    /// the time interval counts).
+    pub fn with_min_interval_frames(mut self, frames: u64) -> Self {
+        self.min_interval_frames = frames;
+        self
+    }
+
+    /// Whether a snapshot of source frame `frame` may be taken now (rate
+    /// limits). A frame number below the last snapshot's (the source was
+    /// reopened and counts again from 0) does not block it.
+    pub fn due(&self, frame: u64) -> bool {
+        let time_ok = self.last.map_or(true, |t| t.elapsed() >= self.min_interval);
+        let frames_ok = self.last_frame.map_or(true, |last| {
+            frame < last || frame - last >= self.min_interval_frames
+        });
+        time_ok && frames_ok
     }
 
     /// Writes `jpeg` as `snap-<timestamp>-<camera>-<frame>.jpg` (via a
@@ -98,6 +117,7 @@ impl SnapshotWriter {
         frame: u64,
     ) -> Result<PathBuf> {
         self.last = Some(Instant::now());
+        self.last_frame = Some(frame);
         let stamp: String = timestamp
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
@@ -133,11 +153,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep-me.jpg"), b"user file").unwrap();
         let mut w = SnapshotWriter::new(dir.path(), Duration::from_secs(3600), 1 << 16).unwrap();
-        assert!(w.due());
+        assert!(w.due(1));
         let jpeg = vec![0u8; 30_000];
         w.save(&jpeg, "2024-01-01T00:00:00.000Z", "cam0", 1)
             .unwrap();
-        assert!(!w.due());
+        assert!(!w.due(2));
         for i in 2..6 {
             w.save(&jpeg, &format!("2024-01-01T00:00:0{i}.000Z"), "cam0", i)
                 .unwrap();
@@ -157,5 +177,19 @@ mod tests {
             ]
         );
         assert_eq!(w.total_bytes(), 60_000);
+    }
+
+    #[test]
+    fn frame_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SnapshotWriter::new(dir.path(), Duration::ZERO, 1 << 20)
+            .unwrap()
+            .with_min_interval_frames(10);
+        assert!(w.due(3));
+        w.save(b"x", "2024-01-01T00:00:00.000Z", "cam0", 3).unwrap();
+        assert!(!w.due(4) && !w.due(12));
+        assert!(w.due(13));
+        // the source restarted its count
+        assert!(w.due(0));
     }
 }

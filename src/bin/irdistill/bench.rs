@@ -208,6 +208,7 @@ pub fn bench(a: Args) -> Result<()> {
         snapshots: None,
         snapshot_quality: 85,
         http: None,
+        observer: None,
     };
     // Warm-up frames are part of the run; the rate is measured after them.
     let opener = capture::opener(&cfg)?;
@@ -253,6 +254,7 @@ pub fn bench(a: Args) -> Result<()> {
             snapshots: None,
             snapshot_quality: 85,
             http: None,
+            observer: None,
         },
         live_metrics.clone(),
         Arc::new(AtomicBool::new(false)),

@@ -2,6 +2,7 @@
 //! `cargo build --release --no-default-features --features runtime --bin irdistill`.
 
 mod bench;
+mod demo;
 mod detect;
 mod run;
 
@@ -30,6 +31,10 @@ struct Cli {
 enum Command {
     /// Run the daemon: capture, detect, track, publish.
     Run(Box<run::Args>),
+    /// The daemon on embedded defaults: synthetic camera (day, night, fog),
+    /// bundled model, a few hundred frames; detections, annotated snapshots
+    /// and a summary in runs/daemon-demo/.
+    Demo(demo::Args),
     /// Detect objects in image files; one JSON line per image.
     Detect(detect::Args),
     /// Validate a configuration file.
@@ -90,7 +95,12 @@ pub fn resolve_model(flag: Option<&Path>, config: Option<&Path>) -> Result<PathB
         return Ok(found.clone());
     }
     bail!(
-        "no model: pass --model M.onnx (or set [model] path in the config); looked for {}",
+        "no model: pass --model M.onnx (or set [model] path in the config); looked for {}.\n\
+         The bundled model is models/student-p.onnx in the repository (installed as \
+         /usr/share/irdistill/models/student-p.onnx). To make one, train and export a student:\n    \
+         cargo run --release --bin trainer -- train --data synth --model student-p --out runs/student\n    \
+         cargo run --release --bin trainer -- export --weights runs/student/best.safetensors --out models/student-p.onnx\n\
+         Any ultralytics YOLOv8 detection ONNX works too.",
         candidates
             .iter()
             .map(|p| p.display().to_string())
@@ -98,6 +108,21 @@ pub fn resolve_model(flag: Option<&Path>, config: Option<&Path>) -> Result<PathB
             .join(", ")
     )
 }
+
+/// Marks an error that restarting cannot fix (invalid configuration,
+/// unusable model): `irdistill` then exits with [`EXIT_CONFIG`], which the
+/// systemd unit excludes from restarts (`RestartPreventExitStatus=`).
+#[derive(Debug)]
+pub struct StartupError;
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cannot start")
+    }
+}
+
+/// `EX_CONFIG` from sysexits.h.
+pub const EXIT_CONFIG: i32 = 78;
 
 fn check_config(file: &Path) -> Result<()> {
     let cfg = irdistill::config::Config::load(file)?;
@@ -125,12 +150,13 @@ fn check_config(file: &Path) -> Result<()> {
     );
     println!(
         "  model {}, conf {}, iou {}, {} zone(s), tracking {}",
-        cfg.model
-            .path
-            .as_ref()
-            .map_or("(default models/student-p.onnx)".into(), |p| {
-                p.display().to_string()
-            }),
+        match &cfg.model.path {
+            Some(p) => p.display().to_string(),
+            None => match resolve_model(None, None) {
+                Ok(found) => format!("{} (default)", found.display()),
+                Err(_) => "models/student-p.onnx (default; not found here)".into(),
+            },
+        },
         cfg.detect.conf,
         cfg.detect.iou,
         cfg.zones.len(),
@@ -182,6 +208,7 @@ fn main() {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Demo(args) => demo::demo(args),
         Command::Detect(args) => detect::detect(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Probe { json, devices } => probe(json, &devices),
@@ -189,6 +216,7 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let startup = e.downcast_ref::<StartupError>().is_some();
+        std::process::exit(if startup { EXIT_CONFIG } else { 1 });
     }
 }

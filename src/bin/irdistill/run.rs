@@ -1,16 +1,19 @@
 //! `irdistill run`: the daemon. The config file (if any) gives the
 //! settings, flags override them.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use irdistill::capture;
-use irdistill::config::{parse_listen, parse_pixel_format, Config};
-use irdistill::infer::{Detector, ModelOptions};
+use irdistill::capture::synthetic::SyntheticSource;
+use irdistill::condition::Condition;
+use irdistill::config::{parse_listen, parse_pixel_format, Config, SourceSpec};
+use irdistill::infer::{Detector, ModelInfo, ModelOptions};
 use irdistill::metrics::Metrics;
-use irdistill::pipeline::{self, Outputs};
+use irdistill::pipeline::{self, FrameEvent, Outputs};
 use irdistill::publish::http::{self, HttpState};
 use irdistill::publish::jsonl::JsonlWriter;
 use irdistill::publish::snapshot::SnapshotWriter;
@@ -69,7 +72,9 @@ pub struct Args {
     /// Turn tracking off (track_id is then null).
     #[arg(long)]
     pub no_track: bool,
-    /// Write a JSON summary (frames, drops, reconnects, peak memory) here at exit.
+    /// Write a JSON summary here at exit: frames, fps, latency and
+    /// inference percentiles, drops, reconnects, detections per label (and
+    /// per condition from the synthetic camera), snapshots, peak memory.
     #[arg(long)]
     pub summary: Option<PathBuf>,
 }
@@ -178,12 +183,138 @@ pub fn load_model(cfg: &Config) -> Result<Detector> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let cfg = effective_config(&a)?;
+    let cfg = effective_config(&a).context(crate::StartupError)?;
+    let report = execute(&cfg, None)?;
+    if let Some(path) = &a.summary {
+        report.write(path).context("--summary")?;
+    }
+    Ok(())
+}
+
+/// Per-frame console output of a caller (the demo), with the frame's
+/// condition when the source is the synthetic camera.
+pub type Printer = Box<dyn FnMut(&FrameEvent, Option<Condition>) + Send>;
+
+/// Detections counted per label, overall and per condition.
+#[derive(Default)]
+struct Tally {
+    frames: u64,
+    detections: BTreeMap<String, u64>,
+    conditions: BTreeMap<Condition, (u64, BTreeMap<String, u64>)>,
+    snapshots: Vec<SnapshotRecord>,
+}
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct SnapshotRecord {
+    pub path: PathBuf,
+    pub frame: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+    pub detections: usize,
+}
+
+/// Detections of one group of frames.
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct DetectionCounts {
+    pub frames: u64,
+    pub detections: u64,
+    pub per_frame: f64,
+    /// Every label of the model, zeros included.
+    pub by_label: BTreeMap<String, u64>,
+}
+
+impl DetectionCounts {
+    fn new(frames: u64, counts: &BTreeMap<String, u64>, names: &[String]) -> Self {
+        let by_label: BTreeMap<String, u64> = names
+            .iter()
+            .map(|n| (n.clone(), counts.get(n).copied().unwrap_or(0)))
+            .collect();
+        let detections: u64 = counts.values().sum();
+        Self {
+            frames,
+            detections,
+            per_frame: if frames > 0 {
+                detections as f64 / frames as f64
+            } else {
+                0.0
+            },
+            by_label,
+        }
+    }
+}
+
+/// Percentiles of a stage's time, milliseconds.
+#[derive(serde::Serialize, Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+}
+
+impl Percentiles {
+    fn of(h: &irdistill::metrics::Histogram) -> Self {
+        let ms = |p| h.recent_percentile(p).unwrap_or(0.0) * 1e3;
+        Self {
+            p50: ms(50.0),
+            p95: ms(95.0),
+        }
+    }
+}
+
+/// What a run did: `--summary`'s JSON and the demo's printout.
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Report {
+    pub model: PathBuf,
+    /// Model input `[height, width]`.
+    pub imgsz: [u32; 2],
+    /// The model's class names, in class-id order.
+    pub classes: Vec<String>,
+    pub threads: usize,
+    pub source: String,
+    pub frames: u64,
+    pub frames_captured: u64,
+    pub frames_dropped: u64,
+    pub frames_corrupt: u64,
+    pub capture_timeouts: u64,
+    pub camera_reconnects: u64,
+    pub elapsed_s: f64,
+    /// Processed frames per second over the whole run (model load excluded).
+    pub fps: f64,
+    /// Capture to published (what `irdistill_latency_seconds` measures).
+    pub latency_ms: Percentiles,
+    pub inference_ms: Percentiles,
+    pub convert_ms: Percentiles,
+    pub detections: DetectionCounts,
+    /// Per condition of the synthetic camera (empty for other sources).
+    pub conditions: BTreeMap<Condition, DetectionCounts>,
+    pub snapshots: Vec<SnapshotRecord>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl Report {
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The condition of each frame of the configured source, when known (the
+/// synthetic camera renders day, night and fog scenes in a fixed cycle).
+fn condition_map(cfg: &Config) -> Result<Option<SyntheticSource>> {
+    Ok(match cfg.source_spec()? {
+        SourceSpec::Synthetic => Some(SyntheticSource::new(cfg)?),
+        _ => None,
+    })
+}
+
+/// Runs the daemon on a validated config until it stops (signal, source
+/// end, `pipeline.max_frames`); `printer` sees every published frame.
+pub fn execute(cfg: &Config, mut printer: Option<Printer>) -> Result<Report> {
     // Signals first: a SIGTERM while the model loads still stops cleanly.
     let stop = irdistill::service::stop_flag()?;
-    let opener = capture::opener(&cfg)?;
-    let detector = load_model(&cfg)?;
+    let opener = capture::opener(cfg).context(crate::StartupError)?;
+    let detector = load_model(cfg).context(crate::StartupError)?;
     let info = detector.info().clone();
+    pipeline::detect_filter(cfg, &info).context(crate::StartupError)?;
     tracing::info!(
         "model {}: input {}x{}, classes {}, {} anchors, {} threads",
         info.path.display(),
@@ -217,6 +348,43 @@ pub fn run(a: Args) -> Result<()> {
         }
         None => None,
     };
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let observer: pipeline::Observer = {
+        let tally = tally.clone();
+        let conditions = condition_map(cfg)?;
+        Box::new(move |event: &FrameEvent| {
+            let condition = conditions
+                .as_ref()
+                .map(|s| s.condition_of(event.message.frame));
+            {
+                let mut guard = tally.lock().expect("tally");
+                let t = &mut *guard;
+                t.frames += 1;
+                let mut per_condition = condition.map(|c| {
+                    let entry = t.conditions.entry(c).or_default();
+                    entry.0 += 1;
+                    &mut entry.1
+                });
+                for d in &event.message.detections {
+                    *t.detections.entry(d.label.clone()).or_default() += 1;
+                    if let Some(counts) = per_condition.as_mut() {
+                        *counts.entry(d.label.clone()).or_default() += 1;
+                    }
+                }
+                if let Some(path) = event.snapshot {
+                    t.snapshots.push(SnapshotRecord {
+                        path: path.to_path_buf(),
+                        frame: event.message.frame,
+                        condition,
+                        detections: event.message.detections.len(),
+                    });
+                }
+            }
+            if let Some(p) = printer.as_mut() {
+                p(event, condition);
+            }
+        })
+    };
     let outputs = Outputs {
         camera: cfg.camera.name.clone(),
         jsonl: cfg
@@ -245,40 +413,66 @@ pub fn run(a: Args) -> Result<()> {
                     Duration::from_millis(cfg.snapshots.min_interval_ms),
                     cfg.snapshots.max_total_bytes,
                 )
+                .map(|w| w.with_min_interval_frames(cfg.snapshots.min_interval_frames))
             })
             .transpose()?,
         snapshot_quality: cfg.snapshots.jpeg_quality,
         http: http_state,
+        observer: Some(observer),
     };
-    let summary = pipeline::run(&cfg, opener, detector, outputs, metrics, stop)?;
+    let summary = pipeline::run(cfg, opener, detector, outputs, metrics.clone(), stop)?;
     http_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(h) = http_thread {
         let _ = h.join();
     }
+    let fps = summary.frames as f64 / summary.elapsed.as_secs_f64().max(1e-3);
     tracing::info!(
         "done: {} frames processed in {:.1} s ({:.1} fps), {} captured, {} dropped, {} corrupt, {} timeouts, {} reconnects",
         summary.frames,
         summary.elapsed.as_secs_f64(),
-        summary.frames as f64 / summary.elapsed.as_secs_f64().max(1e-3),
+        fps,
         summary.frames_captured,
         summary.frames_dropped,
         summary.frames_corrupt,
         summary.capture_timeouts,
         summary.camera_reconnects
     );
-    if let Some(path) = &a.summary {
-        let json = serde_json::json!({
-            "frames": summary.frames,
-            "frames_captured": summary.frames_captured,
-            "frames_dropped": summary.frames_dropped,
-            "frames_corrupt": summary.frames_corrupt,
-            "capture_timeouts": summary.capture_timeouts,
-            "camera_reconnects": summary.camera_reconnects,
-            "elapsed_s": summary.elapsed.as_secs_f64(),
-            "peak_rss_bytes": irdistill::metrics::peak_resident_memory_bytes(),
-        });
-        std::fs::write(path, json.to_string() + "\n")
-            .with_context(|| format!("--summary {}", path.display()))?;
+    let tally = std::mem::take(&mut *tally.lock().expect("tally"));
+    Ok(report(cfg, &info, &summary, &metrics, tally))
+}
+
+fn report(
+    cfg: &Config,
+    info: &ModelInfo,
+    summary: &pipeline::RunSummary,
+    metrics: &Metrics,
+    tally: Tally,
+) -> Report {
+    let names = &info.names;
+    Report {
+        model: info.path.clone(),
+        imgsz: [info.input_h_px, info.input_w_px],
+        classes: names.clone(),
+        threads: cfg.model.threads,
+        source: cfg.source.spec.clone(),
+        frames: summary.frames,
+        frames_captured: summary.frames_captured,
+        frames_dropped: summary.frames_dropped,
+        frames_corrupt: summary.frames_corrupt,
+        capture_timeouts: summary.capture_timeouts,
+        camera_reconnects: summary.camera_reconnects,
+        elapsed_s: summary.elapsed.as_secs_f64(),
+        fps: summary.frames as f64 / summary.elapsed.as_secs_f64().max(1e-3),
+        latency_ms: Percentiles::of(&metrics.latency),
+        inference_ms: Percentiles::of(&metrics.inference),
+        convert_ms: Percentiles::of(&metrics.convert),
+        detections: DetectionCounts::new(tally.frames, &tally.detections, names),
+        conditions: tally
+            .conditions
+            .iter()
+            .map(|(c, (frames, counts))| (*c, DetectionCounts::new(*frames, counts, names)))
+            .collect(),
+        snapshots: tally.snapshots,
+        peak_rss_bytes: irdistill::metrics::peak_resident_memory_bytes(),
     }
-    Ok(())
 }

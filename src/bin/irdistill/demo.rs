@@ -1,0 +1,255 @@
+//! `irdistill demo`: `run` on embedded defaults. The synthetic camera
+//! shows day, night and fog scenes in equal parts, the bundled model
+//! detects, and the run writes `detections.jsonl`, annotated snapshots (about
+//! one per scene) and `summary.json` to the output folder, then prints a
+//! summary: throughput, latency, detections per condition.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use irdistill::condition::Condition;
+use irdistill::config::Config;
+use irdistill::pipeline::FrameEvent;
+
+use crate::run::Report;
+
+/// Scenes each condition gets; the frames are split evenly over them.
+const SCENES_PER_CONDITION: u32 = 4;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The ONNX model (default: the bundled models/student-p.onnx).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output folder: detections.jsonl, snapshots/, summary.json (those
+    /// files of an earlier demo are replaced; nothing else is touched).
+    #[arg(long, default_value = "runs/daemon-demo")]
+    pub out: PathBuf,
+    /// Frames to process, split evenly over day, night and fog.
+    #[arg(long, default_value_t = 300)]
+    pub frames: u64,
+    /// Camera frame size WxH.
+    #[arg(long, default_value = "640x480")]
+    pub size: String,
+    /// Camera pace in frames per second; 0 = as fast as the pipeline goes
+    /// (every frame processed, none dropped).
+    #[arg(long, default_value_t = 0.0)]
+    pub fps: f32,
+    /// Confidence threshold.
+    #[arg(long, default_value_t = 0.25)]
+    pub conf: f32,
+    /// Seed of the generated scenes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Inference threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print only the summary, not the first frame of each scene.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Frames each scene is held for: the run covers 3 × 4 scenes.
+fn hold_frames(frames: u64) -> u32 {
+    let scenes = 3 * u64::from(SCENES_PER_CONDITION);
+    (frames / scenes).clamp(1, u64::from(u32::MAX)) as u32
+}
+
+/// The demo's configuration (validated).
+fn demo_config(a: &Args) -> Result<Config> {
+    ensure!(
+        a.frames >= 1,
+        "--frames must be at least 1 (the demo always stops)"
+    );
+    let model = crate::resolve_model(a.model.as_deref(), None)?;
+    // Before any output is written.
+    ensure!(
+        model.is_file(),
+        "model {}: no such file (--model)",
+        model.display()
+    );
+    let run_args = crate::run::Args {
+        config: None,
+        source: Some("synthetic".into()),
+        model: Some(model),
+        frames: Some(a.frames),
+        jsonl: Some(
+            a.out
+                .join("detections.jsonl")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        mqtt: None,
+        http: None,
+        snapshots: Some(a.out.join("snapshots")),
+        camera: Some("demo".into()),
+        fps: Some(a.fps),
+        size: Some(a.size.clone()),
+        format: None,
+        conf: Some(a.conf),
+        iou: None,
+        imgsz: None,
+        threads: a.threads,
+        no_track: false,
+        summary: None,
+    };
+    let mut cfg = crate::run::effective_config(&run_args)?;
+    let hold = hold_frames(a.frames);
+    let syn = &mut cfg.source.synthetic;
+    syn.seed = a.seed;
+    syn.conditions = Condition::ALL.iter().map(|c| c.to_string()).collect();
+    syn.hold_frames = hold;
+    syn.scenes_per_condition = SCENES_PER_CONDITION;
+    // About one snapshot per scene, whatever the speed.
+    cfg.snapshots.min_interval_ms = 0;
+    cfg.snapshots.min_interval_frames = u64::from(hold);
+    cfg.validate().context("demo configuration")?;
+    Ok(cfg)
+}
+
+/// Removes what an earlier demo wrote into `out` (only the demo's files).
+fn clear_outputs(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out {}: cannot create", out.display()))?;
+    for name in ["detections.jsonl", "summary.json"] {
+        let path = out.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    let snaps = out.join("snapshots");
+    if let Ok(entries) = std::fs::read_dir(&snaps) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snap-") && name.ends_with(".jpg") {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One console line for the first frame of each scene.
+fn frame_line(event: &FrameEvent, condition: Option<Condition>) -> String {
+    let m = event.message;
+    let mut line = format!(
+        "frame {:>5}  {:<5}  ",
+        m.frame,
+        condition.map_or("", |c| c.as_str())
+    );
+    if m.detections.is_empty() {
+        line.push_str("no detections");
+    } else {
+        let _ = write!(line, "{:>2} detected:", m.detections.len());
+        for (i, d) in m.detections.iter().take(6).enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let _ = write!(line, "{sep}{} {:.2}", d.label, d.score);
+            if let Some(Some(t)) = d.track_id {
+                let _ = write!(line, " #{t}");
+            }
+        }
+        if m.detections.len() > 6 {
+            let _ = write!(line, ", …");
+        }
+    }
+    if let Some(p) = event.snapshot {
+        let name = p.file_name().map_or(p.as_os_str(), |n| n);
+        let _ = write!(line, "  [snapshot {}]", name.to_string_lossy());
+    }
+    line
+}
+
+/// The printed summary.
+fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
+    let mut s = String::new();
+    let names = &r.classes;
+    let _ = writeln!(
+        s,
+        "\nirdistill demo: {} frames of the synthetic camera ({}x{}, day/night/fog, {} frames per scene) through {} ({}x{}, {} threads)",
+        r.frames,
+        cfg.source.width_px,
+        cfg.source.height_px,
+        cfg.source.synthetic.hold_frames,
+        r.model.display(),
+        r.imgsz[1],
+        r.imgsz[0],
+        r.threads
+    );
+    let _ = writeln!(
+        s,
+        "  {:.1} fps over {:.1} s, {} dropped; latency capture→published p50 {:.1} ms, p95 {:.1} ms; inference p50 {:.1} ms, p95 {:.1} ms",
+        r.fps,
+        r.elapsed_s,
+        r.frames_dropped,
+        r.latency_ms.p50,
+        r.latency_ms.p95,
+        r.inference_ms.p50,
+        r.inference_ms.p95
+    );
+    if cfg.source.fps == 0.0 {
+        let _ = writeln!(
+            s,
+            "  (--fps 0: frames queue for the pipeline, so latency includes waiting; --fps 15 paces it like a camera)"
+        );
+    }
+    let _ = write!(
+        s,
+        "\n  {:<9} {:>6} {:>10} {:>9}",
+        "condition", "frames", "detections", "per frame"
+    );
+    for n in names {
+        let _ = write!(s, " {n:>8}");
+    }
+    s.push('\n');
+    let rows = r
+        .conditions
+        .iter()
+        .map(|(c, d)| (c.as_str(), d))
+        .chain(std::iter::once(("all", &r.detections)));
+    for (name, d) in rows {
+        let _ = write!(
+            s,
+            "  {:<9} {:>6} {:>10} {:>9.2}",
+            name, d.frames, d.detections, d.per_frame
+        );
+        for n in names {
+            let _ = write!(s, " {:>8}", d.by_label.get(n).copied().unwrap_or(0));
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "\n  wrote {} ({} lines), {} ({} annotated JPEGs), {}",
+        out.join("detections.jsonl").display(),
+        r.frames,
+        out.join("snapshots").display(),
+        r.snapshots.len(),
+        out.join("summary.json").display()
+    );
+    s
+}
+
+pub fn demo(a: Args) -> Result<()> {
+    let cfg = demo_config(&a).context(crate::StartupError)?;
+    clear_outputs(&a.out)?;
+    let hold = u64::from(cfg.source.synthetic.hold_frames);
+    let printer: Option<crate::run::Printer> = (!a.quiet).then(|| {
+        Box::new(move |event: &FrameEvent, condition: Option<Condition>| {
+            if event.message.frame % hold == 0 {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", frame_line(event, condition));
+            }
+        }) as crate::run::Printer
+    });
+    let report = crate::run::execute(&cfg, printer)?;
+    let summary_path = a.out.join("summary.json");
+    report.write(&summary_path)?;
+    print!("{}", summary_text(&report, &cfg, &a.out));
+    std::io::stdout().flush()?;
+    Ok(())
+}
