@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use irdistill::capture::v4l2::{probe, V4l2Camera, V4l2Request};
@@ -105,6 +105,16 @@ fn harness() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
+/// One VM at a time per test process. On first use the harness runs
+/// apt-get (qemu, busybox) and downloads a kernel; two first runs at once
+/// race for dpkg's lock and one fails. Two TCG guests on two cores would
+/// also slow each other past their timeouts.
+fn vm_slot() -> MutexGuard<'static, ()> {
+    static VM: Mutex<()> = Mutex::new(());
+    // a failed VM test poisons the lock; the next one may still run
+    VM.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs the guest once per test process; `None` when skipped.
 fn guest_report() -> Option<&'static BTreeMap<String, Value>> {
     static REPORT: OnceLock<Option<BTreeMap<String, Value>>> = OnceLock::new();
@@ -114,6 +124,7 @@ fn guest_report() -> Option<&'static BTreeMap<String, Value>> {
 fn run_guest() -> Option<BTreeMap<String, Value>> {
     let (script, v4l2_ctl) = harness()?;
     let exe = std::env::current_exe().unwrap();
+    let _slot = vm_slot();
     let t0 = Instant::now();
     let out = Command::new(&script)
         // TCG on a loaded 2-core CI machine, plus a first-use download.
@@ -446,6 +457,7 @@ fn vivid_daemon_probe_run_and_disconnect_recovery() {
     let model = daemon_common::model();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_irdistill"));
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vivid_daemon.sh");
+    let slot = vm_slot();
     let t0 = Instant::now();
     let out = Command::new(&script)
         .args(["--timeout", "500"])
@@ -468,6 +480,7 @@ fn vivid_daemon_probe_run_and_disconnect_recovery() {
         .arg(model)
         .output()
         .expect("running the vivid harness");
+    drop(slot);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!(
