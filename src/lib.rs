@@ -26,6 +26,8 @@ pub mod loss;
 pub mod metrics;
 #[cfg(feature = "trainer")]
 pub mod model;
+#[cfg(feature = "trainer")]
+pub mod ops;
 pub mod pair;
 pub mod pipeline;
 pub mod postprocess;

@@ -9,9 +9,7 @@
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
-use candle_nn::{
-    BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Init, Module, ModuleT, VarBuilder,
-};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Init, VarBuilder};
 
 /// BatchNorm settings of every YOLOv8 Conv (ultralytics' `initialize_weights`
 /// sets eps 1e-3 and momentum 0.03 on all BatchNorm2d).
@@ -86,9 +84,8 @@ impl Conv {
     /// `train` = true normalises with batch statistics and updates the
     /// running ones (in place, in the VarMap); false uses the running ones.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        let y = self.bn.forward_t(&y, train)?;
-        Ok(y.silu()?)
+        let y = crate::ops::conv2d(x, self.conv.weight(), None, self.stride, self.k / 2)?;
+        Ok(crate::ops::bn_silu::batch_norm_silu(&y, &self.bn, train)?)
     }
 }
 

@@ -12,7 +12,7 @@
 
 use anyhow::{ensure, Context, Result};
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Conv2d, VarBuilder};
 
 use super::backbone::Features;
 use super::blocks::{plain_conv, Conv};
@@ -48,7 +48,14 @@ impl Branch {
     /// `[B, c_in, H, W]` → `[B, c_out, H, W]`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.c1.forward_t(&self.c0.forward_t(x, train)?, train)?;
-        Ok(self.out.forward(&y)?)
+        // the plain 1×1 conv with bias, through the fast path
+        Ok(crate::ops::conv2d(
+            &y,
+            self.out.weight(),
+            self.out.bias(),
+            1,
+            0,
+        )?)
     }
 }
 

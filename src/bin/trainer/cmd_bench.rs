@@ -24,10 +24,17 @@ pub struct Args {
     pub warmup: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// candle's own ops instead of irdistill's fast CPU kernels (what they
+    /// buy; same as IRDISTILL_REFERENCE_OPS=1).
+    #[arg(long)]
+    pub reference_ops: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.steps >= 1, "--steps must be at least 1");
+    if a.reference_ops {
+        irdistill::ops::set_reference_ops(true);
+    }
     let out = tempfile_dir()?;
     let opts = TrainOptions {
         data: "synth".into(),
@@ -78,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
             "steps": a.steps,
             "device": a.device,
             "threads": candle_core::utils::get_num_threads(),
+            "ops": if irdistill::ops::reference_ops() { "reference" } else { "fast" },
             "ms_per_step": mean,
             "median_ms_per_step": median,
             "min_ms_per_step": sorted[0],

@@ -1,0 +1,75 @@
+//! Training-speed kernels for candle's CPU backend, each a drop-in for a
+//! candle reference op with the same result up to floating-point rounding
+//! (tests compare values and gradients against the reference).
+//!
+//! - [`conv::conv2d`]: convolution as im2col + gemm, backward as gemms +
+//!   col2im, no gradient for the input image;
+//! - [`bn_silu::batch_norm_silu`]: training-mode BatchNorm + SiLU as one
+//!   op with a two-pass backward.
+//!
+//! The fast paths are on by default on the CPU. `IRDISTILL_REFERENCE_OPS=1`
+//! (or [`set_reference_ops`]) switches back to candle's own ops, to measure
+//! what the fast paths buy and to check that training ends the same.
+
+pub mod bn_silu;
+pub mod conv;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Tensor};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// 0 = not decided yet (read the environment), 1 = fast, 2 = reference.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Use candle's reference ops (true) or the fast paths (false, default).
+pub fn set_reference_ops(reference: bool) {
+    MODE.store(if reference { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// True when candle's reference ops are in use.
+pub fn reference_ops() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        0 => {
+            let reference = std::env::var("IRDISTILL_REFERENCE_OPS")
+                .map(|v| !v.is_empty() && v != "0")
+                .unwrap_or(false);
+            set_reference_ops(reference);
+            reference
+        }
+        m => m == 2,
+    }
+}
+
+/// `x [B, C, H, W]` ⊛ `w [O, C, k, k]` (+ `bias [O]`) with "stride" and
+/// symmetric "padding": the fast path where it applies, else candle's.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let y = if !reference_ops() && conv::supported(x, w) {
+        conv::conv2d(x, w, stride, padding)?
+    } else {
+        x.conv2d(w, padding, stride, 1, 1)?
+    };
+    match bias {
+        // [O] → [1, O, 1, 1]
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// The f32 data a custom op reads: `op` names it in the error for another
+/// dtype or a strided layout (callers make their inputs contiguous).
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(d) => d,
+        other => candle_core::bail!("{op}: f32 only, got {:?}", other.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
