@@ -47,6 +47,11 @@ pub struct Budget {
     pub workers: usize,
     /// Fraction of labeled pairs in the unlabeled-pairs setting.
     pub labeled_fraction: f64,
+    /// Epochs of the teacher arms (none: `epochs`). A teacher trained
+    /// longer costs nothing at deployment; every student arm keeps the
+    /// same budget, so baseline and distilled stay comparable.
+    #[serde(default)]
+    pub teacher_epochs: Option<usize>,
 }
 
 impl Budget {
@@ -66,6 +71,7 @@ impl Budget {
                 synth_test: 300,
                 workers: 2,
                 labeled_fraction: 0.2,
+                teacher_epochs: None,
             },
             "full" => Budget {
                 preset: name.into(),
@@ -79,6 +85,7 @@ impl Budget {
                 synth_test: 600,
                 workers: 2,
                 labeled_fraction: 0.2,
+                teacher_epochs: None,
             },
             other => bail!("--preset {other}: expected quick or full"),
         })
@@ -199,6 +206,35 @@ pub fn arms(preset: &str, labeled_fraction: f64) -> Vec<Arm> {
     v
 }
 
+/// The arms named in `only` (all of `plan` when empty), with the teacher
+/// arms they distil from, in `plan`'s order.
+pub fn select_arms(plan: Vec<Arm>, only: &[String]) -> Result<Vec<Arm>> {
+    if only.is_empty() {
+        return Ok(plan);
+    }
+    let known: Vec<&str> = plan.iter().map(|a| a.key.as_str()).collect();
+    for name in only {
+        ensure!(
+            known.contains(&name.as_str()),
+            "--arms: no arm '{name}' in this preset (arms: {})",
+            known.join(", ")
+        );
+    }
+    let wanted = |a: &Arm| only.contains(&a.key);
+    let teachers: Vec<String> = plan
+        .iter()
+        .filter(|a| wanted(a))
+        .filter_map(|a| match &a.kind {
+            ArmKind::Distilled { teacher_arm, .. } => Some(teacher_arm.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(plan
+        .into_iter()
+        .filter(|a| wanted(a) || teachers.contains(&a.key))
+        .collect())
+}
+
 /// One arm's scores on the test split.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArmResult {
@@ -225,10 +261,11 @@ fn scores(report: &EvalReport) -> BTreeMap<String, (f64, f64)> {
 }
 
 /// Runs (or continues) the experiment in `out`.
-pub fn run_experiment(budget: &Budget, seeds: &[u64], out: &Path) -> Result<Value> {
+/// `only`: arm keys to run (with the teachers they need); empty = all.
+pub fn run_experiment(budget: &Budget, seeds: &[u64], only: &[String], out: &Path) -> Result<Value> {
     ensure!(!seeds.is_empty(), "--seeds must be at least 1");
+    let plan = select_arms(arms(&budget.preset, budget.labeled_fraction), only)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let plan = arms(&budget.preset, budget.labeled_fraction);
     let started = Instant::now();
     for &seed in seeds {
         for a in &plan {
@@ -323,7 +360,10 @@ fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult>
         data: "synth".into(),
         model,
         imgsz: budget.imgsz,
-        epochs: budget.epochs,
+        epochs: match a.kind {
+            ArmKind::Teacher(_) => budget.teacher_epochs.unwrap_or(budget.epochs),
+            _ => budget.epochs,
+        },
         batch: budget.batch,
         out: dir.clone(),
         seed,
@@ -485,6 +525,12 @@ pub fn results_markdown(json: &Value, plan: &[Arm]) -> String {
         b["teacher"].as_str().unwrap_or("?"),
         b["imgsz"], b["epochs"], b["batch"], b["synth_train"], b["synth_test"]
     ));
+    if let Some(te) = b["teacher_epochs"].as_u64() {
+        s.push_str(&format!(
+            "Teachers trained for {te} epochs (students: {}).\n\n",
+            b["epochs"]
+        ));
+    }
     for (metric, title) in [("map50", "mAP50"), ("map", "mAP50-95")] {
         s.push_str(&format!(
             "## {title}\n\n| arm | {} |\n|---|{}\n",
@@ -551,6 +597,16 @@ mod tests {
             }
         }
         assert!(Budget::preset("slow").is_err());
+        let keys = |v: Vec<Arm>| v.into_iter().map(|a| a.key).collect::<Vec<_>>();
+        // a distilled arm brings its teacher, in training order
+        let only = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            keys(select_arms(arms("full", 0.2), &only(&["distilled_unlabeled", "baseline"])).unwrap()),
+            ["baseline", "teacher_labeled_subset", "distilled_unlabeled"]
+        );
+        assert_eq!(keys(select_arms(arms("quick", 0.2), &[]).unwrap()).len(), 3);
+        let err = select_arms(arms("quick", 0.2), &only(&["teacher_add"])).unwrap_err();
+        assert!(err.to_string().contains("teacher_add"), "{err}");
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
         assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
     }

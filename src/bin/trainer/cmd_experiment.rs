@@ -36,6 +36,14 @@ pub struct Args {
     pub batch: Option<usize>,
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Train the teacher arms for this many epochs (default: --epochs).
+    /// The student arms keep equal budgets.
+    #[arg(long)]
+    pub teacher_epochs: Option<usize>,
+    /// Only these arms (comma-separated, e.g. baseline,distilled), plus the
+    /// teachers they need; default: every arm of the preset.
+    #[arg(long, value_delimiter = ',')]
+    pub arms: Vec<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -46,9 +54,10 @@ pub fn run(a: Args) -> Result<()> {
     b.synth_test = a.synth_test.unwrap_or(b.synth_test);
     b.batch = a.batch.unwrap_or(b.batch);
     b.workers = a.workers.unwrap_or(b.workers);
+    b.teacher_epochs = a.teacher_epochs.or(b.teacher_epochs);
     anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
     let seeds: Vec<u64> = (a.first_seed..a.first_seed + a.seeds).collect();
-    let json = run_experiment(&b, &seeds, &a.out)?;
+    let json = run_experiment(&b, &seeds, &a.arms, &a.out)?;
     println!(
         "{}",
         serde_json::json!({"out": a.out, "splits": json["splits"], "elapsed_s": json["elapsed_s"]})
