@@ -85,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
             "steps": a.steps,
             "device": a.device,
             "threads": candle_core::utils::get_num_threads(),
+            "candle_num_threads": std::env::var("CANDLE_NUM_THREADS").ok(),
             "ops": if irdistill::ops::reference_ops() { "reference" } else { "fast" },
             "ms_per_step": mean,
             "median_ms_per_step": median,

@@ -57,6 +57,7 @@ enum Command {
 }
 
 fn main() {
+    irdistill::ops::configure_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
