@@ -72,11 +72,10 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    let y = if !reference_ops() && conv::supported(x, w) {
-        conv::conv2d(x, w, stride, padding)?
-    } else {
-        x.conv2d(w, padding, stride, 1, 1)?
-    };
+    if !reference_ops() && conv::supported(x, w) {
+        return conv::conv2d(x, w, bias, stride, padding);
+    }
+    let y = x.conv2d(w, padding, stride, 1, 1)?;
     match bias {
         // [O] → [1, O, 1, 1]
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),

@@ -262,7 +262,12 @@ fn scores(report: &EvalReport) -> BTreeMap<String, (f64, f64)> {
 
 /// Runs (or continues) the experiment in `out`.
 /// `only`: arm keys to run (with the teachers they need); empty = all.
-pub fn run_experiment(budget: &Budget, seeds: &[u64], only: &[String], out: &Path) -> Result<Value> {
+pub fn run_experiment(
+    budget: &Budget,
+    seeds: &[u64],
+    only: &[String],
+    out: &Path,
+) -> Result<Value> {
     ensure!(!seeds.is_empty(), "--seeds must be at least 1");
     let plan = select_arms(arms(&budget.preset, budget.labeled_fraction), only)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -601,7 +606,13 @@ mod tests {
         // a distilled arm brings its teacher, in training order
         let only = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            keys(select_arms(arms("full", 0.2), &only(&["distilled_unlabeled", "baseline"])).unwrap()),
+            keys(
+                select_arms(
+                    arms("full", 0.2),
+                    &only(&["distilled_unlabeled", "baseline"])
+                )
+                .unwrap()
+            ),
             ["baseline", "teacher_labeled_subset", "distilled_unlabeled"]
         );
         assert_eq!(keys(select_arms(arms("quick", 0.2), &[]).unwrap()).len(), 3);

@@ -281,6 +281,24 @@ pub struct Trainer {
     epochs_done: usize,
     best_fitness: f64,
     rows: Vec<EpochRow>,
+    /// Wall time of the last step's phases, for `trainer bench`.
+    pub last_step: StepTimes,
+}
+
+/// Where a training step's time goes, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StepTimes {
+    /// Model forward (and the teacher's, when distilling).
+    pub forward_ms: f64,
+    /// Detection loss (assigner included) and distillation losses.
+    pub loss_ms: f64,
+    pub backward_ms: f64,
+    /// Optimizer step and EMA update.
+    pub optimizer_ms: f64,
+}
+
+fn ms_since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
 }
 
 /// `trainer train`.
@@ -454,6 +472,7 @@ impl Trainer {
             distiller,
             unlabeled,
             distill_terms: [0.0; 3],
+            last_step: StepTimes::default(),
             optimizer,
             ema,
             schedule,
@@ -659,7 +678,13 @@ impl Trainer {
     ) -> Result<[f64; 4]> {
         let (s, dev) = (self.opts.imgsz, &self.device);
         let (x, ir) = batch_inputs(batch, s, dev)?;
+        let t0 = Instant::now();
         let out = self.model.forward_t(&x, ir.as_ref(), true)?;
+        let mut times = StepTimes {
+            forward_ms: ms_since(t0),
+            ..StepTimes::default()
+        };
+        let t0 = Instant::now();
         let loss = self.loss.compute(&out.levels, &batch.labels)?;
         let mut total = loss.total;
         let mut distill_value = 0.0f64;
@@ -669,7 +694,11 @@ impl Trainer {
             let ir = ir
                 .as_ref()
                 .context("distillation needs the IR image of each pair")?;
+            let t1 = Instant::now();
             let teacher = d.teacher_forward(&x, ir)?;
+            let teacher_ms = ms_since(t1);
+            times.forward_ms += teacher_ms;
+            times.loss_ms -= teacher_ms;
             let terms = d.loss(&out, &teacher, Some(&batch.labels), seed)?;
             distill_value += terms.total.to_scalar::<f32>()? as f64;
             for (sum, v) in self.distill_terms.iter_mut().zip([
@@ -706,9 +735,15 @@ impl Trainer {
                 parts[3]
             );
         }
+        times.loss_ms += ms_since(t0);
+        let t0 = Instant::now();
         let grads = total.backward()?;
+        times.backward_ms = ms_since(t0);
+        let t0 = Instant::now();
         self.optimizer.step(&grads, lr_w, lr_b)?;
         self.ema.update()?;
+        times.optimizer_ms = ms_since(t0);
+        self.last_step = times;
         Ok(parts)
     }
 

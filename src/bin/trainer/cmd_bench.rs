@@ -66,10 +66,19 @@ pub fn run(a: Args) -> Result<()> {
         t.train_step(&batch, None)?;
     }
     let mut step_ms = Vec::with_capacity(a.steps);
+    let mut phases = [0.0f64; 4];
     for _ in 0..a.steps {
         let t0 = Instant::now();
         t.train_step(&batch, None)?;
         step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        let p = t.last_step;
+        for (sum, v) in
+            phases
+                .iter_mut()
+                .zip([p.forward_ms, p.loss_ms, p.backward_ms, p.optimizer_ms])
+        {
+            *sum += v / a.steps as f64;
+        }
     }
     let _ = std::fs::remove_dir_all(&out);
     let mean = step_ms.iter().sum::<f64>() / step_ms.len() as f64;
@@ -88,6 +97,11 @@ pub fn run(a: Args) -> Result<()> {
             "candle_num_threads": std::env::var("CANDLE_NUM_THREADS").ok(),
             "ops": if irdistill::ops::reference_ops() { "reference" } else { "fast" },
             "ms_per_step": mean,
+            // mean per phase: where a step's time goes
+            "forward_ms": phases[0],
+            "loss_ms": phases[1],
+            "backward_ms": phases[2],
+            "optimizer_ms": phases[3],
             "median_ms_per_step": median,
             "min_ms_per_step": sorted[0],
             "images_per_s": a.batch as f64 * 1e3 / mean,

@@ -19,6 +19,21 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc still hands freed pages back to the kernel 10 ms after the
+/// last use, and the next step's tensors fault them in again, zeroed (7 %
+/// of a step in the kernel's clear_page). Training reuses the same sizes
+/// every step, so keep them: -1 = never purge (the peak is what a run
+/// needs anyway). MIMALLOC_PURGE_DELAY, when set, wins.
+fn keep_freed_pages() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option; mimalloc reads it on each purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "trainer",
@@ -57,6 +72,7 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_pages();
     irdistill::ops::configure_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
