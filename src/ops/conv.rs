@@ -13,7 +13,8 @@
 //! forward   x [B, C, H, W] --im2col--> cols [C·k·k, B·N]      N = Ho·Wo
 //!           y' = W [O, C·k·k] · cols  → [O, B·N] → y [B, O, Ho, Wo] (+ bias)
 //! backward  dy' = dy as [O, B·N]
-//!           dW = dy' · colsᵀ           (cols computed again: memory over time)
+//!           dW = dy' · colsᵀ           (cols kept from the forward within a
+//!                                       memory budget, else computed again)
 //!           dx = col2im(Wᵀ · dy')      only when x needs a gradient
 //!           dbias = Σ_columns dy'
 //! ```
@@ -28,6 +29,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// Geometry of a square-kernel convolution (no dilation, one group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +112,12 @@ pub fn conv2d(
     padding: usize,
 ) -> Result<Tensor> {
     let k = w.dim(2)?;
-    let op = Conv2dOp(ConvGeometry { k, stride, padding });
+    let op = Conv2dOp {
+        geo: ConvGeometry { k, stride, padding },
+        cols: Mutex::new(None),
+    };
     // validated here, so that a bad shape is an error before any work
-    Dims::of(x.shape(), w.shape(), op.0)?;
+    Dims::of(x.shape(), w.shape(), op.geo)?;
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match bias {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
@@ -120,8 +126,55 @@ pub fn conv2d(
 }
 
 /// The convolution op (CustomOp2 without a bias, CustomOp3 with one).
-#[derive(Debug, Clone, Copy)]
-struct Conv2dOp(ConvGeometry);
+/// One per call: it lives in the graph until the backward pass.
+struct Conv2dOp {
+    geo: ConvGeometry,
+    /// The forward's column matrix, for the backward's weight gradient.
+    cols: Mutex<Option<KeptCols>>,
+}
+
+/// Bytes of column matrices kept from forward passes, all convolutions
+/// together.
+static KEPT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The budget for [`KEPT_BYTES`]: `IRDISTILL_CONV_CACHE_MB` (default 512
+/// MiB; 0 = always recompute). Over it, a convolution computes its columns
+/// again in the backward pass (about 7 % of a step at imgsz 128, where
+/// every layer fits): same numbers, more time, less memory.
+fn keep_budget_bytes() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::env::var("IRDISTILL_CONV_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(512)
+            << 20
+    })
+}
+
+/// A column matrix counted against the budget while it lives.
+struct KeptCols(Vec<f32>);
+
+impl KeptCols {
+    /// Keeps `cols` if the budget allows, else hands them back.
+    fn try_keep(cols: Vec<f32>) -> std::result::Result<KeptCols, Vec<f32>> {
+        let bytes = cols.len() * size_of::<f32>();
+        let budget = keep_budget_bytes();
+        let taken = KEPT_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held + bytes <= budget).then_some(held + bytes)
+        });
+        match taken {
+            Ok(_) => Ok(KeptCols(cols)),
+            Err(_) => Err(cols),
+        }
+    }
+}
+
+impl Drop for KeptCols {
+    fn drop(&mut self) {
+        KEPT_BYTES.fetch_sub(self.0.len() * size_of::<f32>(), Ordering::Relaxed);
+    }
+}
 
 impl Conv2dOp {
     fn forward(
@@ -130,7 +183,7 @@ impl Conv2dOp {
         w: (&CpuStorage, &Layout),
         bias: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(x.1.shape(), w.1.shape(), self.0)?;
+        let d = Dims::of(x.1.shape(), w.1.shape(), self.geo)?;
         let xs = contiguous_f32(x.0, x.1, "conv2d")?;
         let ws = contiguous_f32(w.0, w.1, "conv2d")?;
         let bias = bias
@@ -141,7 +194,11 @@ impl Conv2dOp {
         // y' [O, B·N] = W [O, C·k·k] · cols [C·k·k, B·N]
         let mut yt = uninit_vec(d.o * bn);
         gemm(&mut yt, (d.o, bn, ckk), (ws, ckk, 1), (&cols, bn, 1));
-        drop(cols);
+        // Kept for the backward pass when the budget allows (dropped with
+        // the op when no backward comes: inference, or no gradient).
+        if let Ok(kept) = KeptCols::try_keep(cols) {
+            *self.cols.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        }
         // y'[o, (b, n)] → y[b, o, n], + bias[o]
         let n = d.n();
         let mut y = uninit_vec(d.b * d.o * n);
@@ -165,7 +222,7 @@ impl Conv2dOp {
         need_dx: bool,
         need_dbias: bool,
     ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
-        let d = Dims::of(x.shape(), w.shape(), self.0)?;
+        let d = Dims::of(x.shape(), w.shape(), self.geo)?;
         let grad = grad.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
@@ -188,10 +245,14 @@ impl Conv2dOp {
             })
             .collect();
         // dW [O, C·k·k] = dy' [O, B·N] · colsᵀ [B·N, C·k·k]
-        let cols = im2col(xd, d);
+        let kept = self.cols.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let cols = match &kept {
+            Some(k) => &k.0,
+            None => &im2col(xd, d),
+        };
         let mut dw = uninit_vec(d.o * ckk);
-        gemm(&mut dw, (d.o, ckk, bn), (&dyt, bn, 1), (&cols, 1, bn));
-        drop(cols);
+        gemm(&mut dw, (d.o, ckk, bn), (&dyt, bn, 1), (cols, 1, bn));
+        drop(kept);
         let dx = if need_dx {
             // dcols [C·k·k, B·N] = Wᵀ [C·k·k, O] · dy' [O, B·N]
             let mut dcols = uninit_vec(ckk * bn);

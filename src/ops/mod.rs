@@ -41,6 +41,22 @@ pub fn configure_cpu_threads() {
     }
 }
 
+/// Runs `f` on a thread of a rayon pool of `RAYON_NUM_THREADS` threads
+/// (see [`configure_cpu_threads`]), so that the kernels' parallel loops
+/// start from a worker: called from any other thread, every one of them
+/// is queued to the pool and the caller sleeps on a lock until it is done,
+/// two context switches per op, thousands per step. Falls back to the
+/// calling thread if the pool cannot be built.
+pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("compute-{i}"))
+        .build()
+    {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
 /// 0 = not decided yet (read the environment), 1 = fast, 2 = reference.
 static MODE: AtomicU8 = AtomicU8::new(0);
 

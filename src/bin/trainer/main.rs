@@ -81,7 +81,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = irdistill::ops::on_compute_threads(|| match cli.command {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Synth(args) => cmd_synth::run(args),
         Command::EvalCoco(args) => cmd_eval_coco::run(args),
@@ -92,7 +92,7 @@ fn main() {
         Command::Export(args) => cmd_export::run(args),
         Command::Val(args) => cmd_val::run(args),
         Command::Predict(args) => cmd_predict::run(args),
-    };
+    });
     if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);
