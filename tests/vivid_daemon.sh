@@ -34,7 +34,8 @@ echo "@@REC-CTL-RC $?"
 wait $pid
 echo "@@REC-RC $?"
 echo "@@REC-LINES $(wc -l </tmp/rec.jsonl)"
-echo "@@REC-SUMMARY $(cat /tmp/rec.json)"
+# one line: the summary is pretty-printed JSON
+echo "@@REC-SUMMARY $(tr -d '\n' </tmp/rec.json)"
 echo "@@REC-STDERR"
 cat /tmp/rec.err
 echo "@@END"
