@@ -302,3 +302,37 @@ fn bad_input_is_a_clear_error() {
         }
     }
 }
+
+/// The bundled model (models/student-p.onnx, see models/README.md) is what
+/// the daemon runs without `--model`: a trained student of the documented
+/// input size and classes, which finds objects in the synthetic day scenes.
+#[test]
+fn bundled_model_is_the_default_and_detects() {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student-p.onnx");
+    assert!(bundled.is_file(), "{} missing", bundled.display());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let mut cmd = irdistill();
+    cmd.env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .args(["demo", "--out", out.to_str().unwrap(), "--frames", "36"])
+        .args(["--size", "320x240", "--threads", "1", "--quiet"]);
+    let (code, stdout, stderr) = run_code(&mut cmd);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("models/student-p.onnx"), "{stdout}");
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["imgsz"], serde_json::json!([160, 160]), "{s}");
+    let text = std::fs::read_to_string(out.join("detections.jsonl")).unwrap();
+    let mut day_detections = 0;
+    for line in text.lines() {
+        let f: Value = serde_json::from_str(line).unwrap();
+        for d in f["detections"].as_array().unwrap() {
+            assert!(NAMES.contains(&d["label"].as_str().unwrap()), "{d}");
+        }
+        if condition_of(f["frame"].as_u64().unwrap(), 3) == "day" {
+            day_detections += f["detections"].as_array().unwrap().len();
+        }
+    }
+    assert!(day_detections > 0, "no detections in 12 day frames: {s}");
+}

@@ -92,7 +92,8 @@ pub fn resolve_model(flag: Option<&Path>, config: Option<&Path>) -> Result<PathB
     }
     candidates.push(name.to_path_buf());
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
+        // `target/release/../../models/…` reads better resolved
+        return Ok(std::fs::canonicalize(found).unwrap_or_else(|_| found.clone()));
     }
     bail!(
         "no model: pass --model M.onnx (or set [model] path in the config); looked for {}.\n\
