@@ -18,8 +18,8 @@
 //! Running statistics are updated exactly as candle-nn does (momentum,
 //! unbiased variance), so checkpoints do not depend on the path taken.
 
-use super::contiguous_f32;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, Var};
+use super::{contiguous_f32, storage_f32};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -70,7 +70,7 @@ struct ChannelStats {
 fn channel_stats(x: &Tensor) -> Result<ChannelStats> {
     let (b, c, h, w) = x.dims4()?;
     let (storage, layout) = x.storage_and_layout();
-    let data = cpu_f32(&storage, layout)?;
+    let data = storage_f32(&storage, layout, "batch_norm_silu")?;
     // (Σx, Σx²) per (image, channel) plane in f64, then per channel
     let plane_sums: Vec<(f64, f64)> = data
         .par_chunks(h * w)
@@ -115,13 +115,6 @@ fn update_running_stats(bn: &BatchNorm, stats: &ChannelStats, m: usize) -> Resul
     Var::from_tensor(rm)?.set(&new_mean)?;
     Var::from_tensor(rv)?.set(&new_var)?;
     Ok(())
-}
-
-fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(s) => contiguous_f32(s, layout, "batch_norm_silu"),
-        _ => candle_core::bail!("batch_norm_silu: CPU tensors only"),
-    }
 }
 
 /// The fused op, with this batch's statistics baked in (they are computed
@@ -238,7 +231,10 @@ impl CustomOp3 for BnSilu {
         let (gamma_v, beta_v) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad_res.storage_and_layout();
-        let (xd, gd) = (cpu_f32(&xs, xl)?, cpu_f32(&gs, gl)?);
+        let (xd, gd) = (
+            storage_f32(&xs, xl, "batch_norm_silu")?,
+            storage_f32(&gs, gl, "batch_norm_silu")?,
+        );
         let hw = h * w;
 
         // Pass 1: g = grad·silu'(z) per element; Σg and Σg·x̂ per plane.

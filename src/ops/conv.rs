@@ -23,10 +23,8 @@
 //! convolution instead of one per image (the deep levels are a few pixels
 //! wide), and the weight gradient needs no sum over images.
 
-use super::contiguous_f32;
-use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
-};
+use super::{contiguous_f32, storage_f32};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -227,7 +225,11 @@ impl Conv2dOp {
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (xd, wd, gd) = (cpu(&xs, xl)?, cpu(&ws, wl)?, cpu(&gs, gl)?);
+        let (xd, wd, gd) = (
+            storage_f32(&xs, xl, "conv2d")?,
+            storage_f32(&ws, wl, "conv2d")?,
+            storage_f32(&gs, gl, "conv2d")?,
+        );
         let (n, bn, ckk) = (d.n(), d.b * d.n(), d.ckk());
         // dy [B, O, N] → dy' [O, B·N]; dbias[o] = Σ dy'[o, ·]
         let mut dyt = uninit_vec(d.o * bn);
@@ -329,13 +331,6 @@ impl CustomOp3 for Conv2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.backward(x, w, grad, x.track_op(), true)?;
         Ok((dx, Some(dw), db))
-    }
-}
-
-fn cpu<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(s) => contiguous_f32(s, layout, "conv2d"),
-        _ => candle_core::bail!("conv2d: CPU tensors only"),
     }
 }
 

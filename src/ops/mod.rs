@@ -15,7 +15,7 @@ pub mod bn_silu;
 pub mod conv;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Tensor};
+use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Thread settings candle reads once, at its first CPU op; call this at
@@ -109,5 +109,13 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::R
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// [`contiguous_f32`] for a tensor's storage, which must be on the CPU.
+fn storage_f32<'a>(s: &'a Storage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match s {
+        Storage::Cpu(s) => contiguous_f32(s, l, op),
+        _ => candle_core::bail!("{op}: CPU tensors only"),
     }
 }
