@@ -4,7 +4,7 @@
 //! on-disk write of `trainer synth`, and one core's time per pair. The
 //! target: 1000 pairs at 320x256 in at most 10 s on the 2-core dev machine.
 
-use irdistill::synth::{writer, Generator, SynthConfig};
+use irdistill::shared::synth::{writer, Generator, SynthConfig};
 use rayon::prelude::*;
 use std::time::Instant;
 

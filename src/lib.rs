@@ -1,40 +1,24 @@
-//! irdistill: see README.md.
+//! irdistill: an RGB+IR teacher distilled into an RGB-only student, and the
+//! camera daemon that runs the student. See README.md ("Architecture").
 //!
-//! The runtime library (no candle): the paired scene generator (`synth`),
-//! dataset readers (`data`), the COCO evaluator (`eval`) and the shared
-//! types they pass around (`bbox`, `condition`, `pair`). The candle trainer
-//! lives behind the `trainer` feature.
+//! The crate is three folders, one per role:
+//!
+//! - [`device`]: the camera daemon (`irdistill` binary), built for the edge
+//!   board with no candle:
+//!   `capture → convert → infer → postprocess → track → publish`, driven by
+//!   `pipeline`.
+//! - [`trainer`] (cargo feature `trainer`): the workstation half (`trainer`
+//!   binary), on candle:
+//!   `pair → model (teacher, student) → assign + loss (+ distill) → train`,
+//!   then `export` to ONNX.
+//! - [`shared`]: what both halves use: the box, condition and frame-pair
+//!   types, the letterbox and NMS, the scene generator, the dataset readers
+//!   and the COCO evaluator.
+//!
+//! Dependencies point one way: `device` and `trainer` use `shared`;
+//! `shared` names neither, and `device` never names `trainer`.
 
+pub mod device;
+pub mod shared;
 #[cfg(feature = "trainer")]
-pub mod assign;
-pub mod baseline;
-pub mod bbox;
-pub mod capture;
-pub mod condition;
-pub mod config;
-pub mod convert;
-pub mod data;
-#[cfg(feature = "trainer")]
-pub mod distill;
-pub mod draw;
-pub mod eval;
-#[cfg(feature = "trainer")]
-pub mod export;
-pub mod infer;
-#[cfg(feature = "trainer")]
-pub mod loss;
-pub mod metrics;
-#[cfg(feature = "trainer")]
-pub mod model;
-#[cfg(feature = "trainer")]
-pub mod ops;
-pub mod pair;
-pub mod pipeline;
-pub mod postprocess;
-pub mod preprocess;
-pub mod publish;
-pub mod service;
-pub mod synth;
-pub mod track;
-#[cfg(feature = "trainer")]
-pub mod train;
+pub mod trainer;

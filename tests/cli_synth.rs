@@ -1,8 +1,8 @@
 //! `trainer synth` end to end: reproducible bytes, the layout the readers
 //! accept, and refusal to touch folders it does not own.
 
-use irdistill::data::Dataset;
-use irdistill::synth::{Generator, SynthConfig};
+use irdistill::shared::data::Dataset;
+use irdistill::shared::synth::{Generator, SynthConfig};
 use std::path::Path;
 use std::process::Command;
 
@@ -101,7 +101,7 @@ fn output_reads_back_with_the_generators_labels() {
     let mut config = SynthConfig::default();
     config.scene.width_px = 96;
     config.scene.height_px = 80;
-    config.conditions = irdistill::condition::parse_conditions("night,fog").unwrap();
+    config.conditions = irdistill::shared::condition::parse_conditions("night,fog").unwrap();
     let gen = Generator::new(config, 7).unwrap();
     for (i, s) in ds.samples.iter().enumerate() {
         let expected = gen.pair(i as u64);

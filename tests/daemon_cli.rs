@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use daemon_common::{export_to, model, run, NAMES};
-use irdistill::export::graph::{value_info_f32, Dim, Graph};
+use irdistill::trainer::export::graph::{value_info_f32, Dim, Graph};
 use serde_json::Value;
 use tract_onnx::pb;
 
 /// Synthetic test images: a 320x256 scene and a tall crop (other padding axis).
 fn images(dir: &Path) -> Vec<PathBuf> {
-    let g = irdistill::synth::Generator::new(Default::default(), 11).unwrap();
+    let g = irdistill::shared::synth::Generator::new(Default::default(), 11).unwrap();
     let mut out = Vec::new();
     for i in 0..3 {
         let rgb = g.pair(i).pair.rgb;
@@ -328,7 +328,7 @@ fn not_a_detector(path: &Path) {
     };
     std::fs::write(
         path,
-        irdistill::export::proto::encode_model(&model).unwrap(),
+        irdistill::trainer::export::proto::encode_model(&model).unwrap(),
     )
     .unwrap();
 }

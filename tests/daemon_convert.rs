@@ -5,9 +5,9 @@
 //! letterbox), must give the same tensor as `Converter` does in one pass.
 
 use image::{Rgb, RgbImage};
-use irdistill::capture::{Frame, PixelFormat};
-use irdistill::convert::{Converter, CorruptFrame};
-use irdistill::preprocess::{letterbox_into, Letterbox};
+use irdistill::device::capture::{Frame, PixelFormat};
+use irdistill::device::convert::{Converter, CorruptFrame};
+use irdistill::shared::letterbox::{letterbox_into, Letterbox};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -254,7 +254,7 @@ fn bad_frames_are_corrupt_not_panics() {
 #[test]
 fn synthetic_encoder_round_trips_through_the_converter() {
     // The synthetic camera's YUYV/NV12 encoder is the converter's inverse.
-    use irdistill::capture::synthetic::encode_rgb_into;
+    use irdistill::device::capture::synthetic::encode_rgb_into;
     let img = RgbImage::from_fn(320, 240, |x, y| {
         Rgb([(x * 255 / 320) as u8, (y * 255 / 240) as u8, 128])
     });

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use irdistill::publish::mqtt::{MqttConfig, MqttPublisher};
+use irdistill::device::publish::mqtt::{MqttConfig, MqttPublisher};
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 
 // Generous: these bound waits for things that happen in milliseconds on a

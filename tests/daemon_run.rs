@@ -325,7 +325,7 @@ fn image_folder_skips_broken_files() {
     let dir = tempfile::tempdir().unwrap();
     let imgs = dir.path().join("imgs");
     std::fs::create_dir(&imgs).unwrap();
-    let g = irdistill::synth::Generator::new(Default::default(), 3).unwrap();
+    let g = irdistill::shared::synth::Generator::new(Default::default(), 3).unwrap();
     for i in 0..3 {
         g.pair(i)
             .pair

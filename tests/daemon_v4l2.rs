@@ -18,8 +18,8 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use irdistill::capture::v4l2::{probe, V4l2Camera, V4l2Request};
-use irdistill::capture::{CaptureError, Frame, PixelFormat};
+use irdistill::device::capture::v4l2::{probe, V4l2Camera, V4l2Request};
+use irdistill::device::capture::{CaptureError, Frame, PixelFormat};
 use serde_json::{json, Value};
 
 fn request(device: &str, format: Option<PixelFormat>, (w, h): (u32, u32), fps: u32) -> V4l2Request {

@@ -3,10 +3,10 @@
 //! per validation error checking that the message names the offending file.
 
 use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage};
-use irdistill::bbox::BBox;
-use irdistill::condition::{stable_hash, Condition, Split};
-use irdistill::data::meta::{DatasetMeta, ImageMeta};
-use irdistill::data::{Dataset, Layout};
+use irdistill::shared::bbox::BBox;
+use irdistill::shared::condition::{stable_hash, Condition, Split};
+use irdistill::shared::data::meta::{DatasetMeta, ImageMeta};
+use irdistill::shared::data::{Dataset, Layout};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;

@@ -4,11 +4,11 @@
 //! results schema, and wrong inputs are named.
 
 use candle_core::{Device, Tensor};
-use irdistill::distill::DistillOptions;
-use irdistill::model::Fusion;
-use irdistill::train::checkpoint;
-use irdistill::train::optim::OptimizerKind;
-use irdistill::train::run::{named_vars, TrainOptions, Trainer};
+use irdistill::trainer::checkpoint;
+use irdistill::trainer::distill::DistillOptions;
+use irdistill::trainer::model::Fusion;
+use irdistill::trainer::train::optim::OptimizerKind;
+use irdistill::trainer::train::run::{named_vars, TrainOptions, Trainer};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -78,7 +78,7 @@ fn student_options(out: &Path, distill: Option<DistillOptions>) -> TrainOptions 
         synth_train: 8,
         synth_val: 4,
         augment: true,
-        val_split: irdistill::condition::Split::Val,
+        val_split: irdistill::shared::condition::Split::Val,
         stop_after: None,
         fusion: None,
         distill,
@@ -393,7 +393,7 @@ fn unlabeled_pairs_from_a_folder() {
             .save(dir.join(format!("ir/f{i}.png")))
             .unwrap();
     }
-    let pairs = irdistill::data::UnlabeledPairs::open(&dir).unwrap();
+    let pairs = irdistill::shared::data::UnlabeledPairs::open(&dir).unwrap();
     assert_eq!(pairs.len(), 3);
     let p = pairs.load(1).unwrap();
     assert_eq!((p.rgb.dimensions(), p.labels.len()), ((64, 48), 0));
@@ -404,7 +404,7 @@ fn unlabeled_pairs_from_a_folder() {
         .unwrap();
     let e = format!(
         "{:#}",
-        irdistill::data::UnlabeledPairs::open(&dir).unwrap_err()
+        irdistill::shared::data::UnlabeledPairs::open(&dir).unwrap_err()
     );
     assert!(
         e.contains("lonely.png") && e.contains("no IR partner"),
@@ -420,7 +420,7 @@ fn unlabeled_pairs_from_a_folder() {
     // not a pairs folder
     let e = format!(
         "{:#}",
-        irdistill::data::UnlabeledPairs::open(tmp.path()).unwrap_err()
+        irdistill::shared::data::UnlabeledPairs::open(tmp.path()).unwrap_err()
     );
     assert!(e.contains("images/rgb"), "{e}");
 

@@ -6,10 +6,10 @@
 //! IRDISTILL_PYTHON to use another interpreter, IRDISTILL_KEEP_CASES=DIR to
 //! keep the generated gt.json / dt.json cases for inspection.
 
-use irdistill::bbox::{BBox, Detection, Label};
-use irdistill::condition::Condition;
-use irdistill::eval::report::to_xywh;
-use irdistill::eval::{evaluate_dataset, evaluate_files, EvalImage, Metrics};
+use irdistill::shared::bbox::{BBox, Detection, Label};
+use irdistill::shared::condition::Condition;
+use irdistill::shared::eval::report::to_xywh;
+use irdistill::shared::eval::{evaluate_dataset, evaluate_files, EvalImage, Metrics};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

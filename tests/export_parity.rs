@@ -14,10 +14,10 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use irdistill::export::{
+use irdistill::trainer::export::{
     build_model_proto, export_onnx, proto::encode_model, ExportOptions, ExportSummary,
 };
-use irdistill::model::{ModelConfig, YoloV8};
+use irdistill::trainer::model::{ModelConfig, YoloV8};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tract_onnx::prelude::*;

@@ -1,11 +1,11 @@
-//! The fast CPU kernels (`irdistill::ops`) against candle's reference ops
+//! The fast CPU kernels (`irdistill::trainer::ops`) against candle's reference ops
 //! on a whole student: one training-mode forward and backward, each f32
 //! gradient compared with the same computation in f64. The fast path must
 //! be as close to the f64 truth as candle's own f32 ops are.
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use irdistill::model::{trainable_vars, ModelConfig, YoloV8};
+use irdistill::trainer::model::{trainable_vars, ModelConfig, YoloV8};
 use std::collections::BTreeMap;
 
 fn student(dtype: DType, weights: Option<&VarMap>) -> (VarMap, YoloV8) {
@@ -70,7 +70,7 @@ fn rel_err(a: &[f64], truth: &[f64]) -> f64 {
 fn fast_gradients_are_as_accurate_as_candles() {
     let dev = Device::Cpu;
     let (vm32, _) = student(DType::F32, None);
-    irdistill::train::run::seed_weights(&vm32, 7).unwrap();
+    irdistill::trainer::train::run::seed_weights(&vm32, 7).unwrap();
     let x = Tensor::rand(0f32, 1f32, (4, 3, 64, 64), &dev).unwrap();
     let r: Vec<Tensor> = [8usize, 4, 2]
         .iter()
@@ -80,10 +80,10 @@ fn fast_gradients_are_as_accurate_as_candles() {
     // truth: candle's ops in f64 (the fast path is f32 only)
     let (vm64, m64) = student(DType::F64, Some(&vm32));
     let truth = gradients(&m64, &vm64, &x.to_dtype(DType::F64).unwrap(), &r);
-    irdistill::ops::set_reference_ops(true);
+    irdistill::trainer::ops::set_reference_ops(true);
     let (vmr, mr) = student(DType::F32, Some(&vm32));
     let reference = gradients(&mr, &vmr, &x, &r);
-    irdistill::ops::set_reference_ops(false);
+    irdistill::trainer::ops::set_reference_ops(false);
     let (vmf, mf) = student(DType::F32, Some(&vm32));
     let fast = gradients(&mf, &vmf, &x, &r);
 

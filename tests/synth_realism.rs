@@ -3,9 +3,9 @@
 //! noise), by day they are clear, and in IR they stand out in every
 //! condition.
 
-use irdistill::bbox::BBox;
-use irdistill::condition::Condition;
-use irdistill::synth::{camera, raster, Generator, SynthConfig};
+use irdistill::shared::bbox::BBox;
+use irdistill::shared::condition::Condition;
+use irdistill::shared::synth::{camera, raster, Generator, SynthConfig};
 
 /// Mean of channel-averaged values inside `b` (shrunk to its core).
 fn mean_in(img: &[f32], w: usize, b: &BBox, shrink: f32) -> f32 {

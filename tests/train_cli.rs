@@ -2,7 +2,7 @@
 //! outputs, resume equivalence, NaN detection and argument errors.
 
 use candle_core::Device;
-use irdistill::train::checkpoint;
+use irdistill::trainer::checkpoint;
 use std::path::Path;
 use std::process::Output;
 
@@ -107,7 +107,7 @@ fn a_run_writes_results_checkpoints_and_evaluates() {
 
     // predict writes annotated copies and one JSON line per image
     let img = tmp.path().join("frame.png");
-    let gen = irdistill::synth::Generator::new(Default::default(), 1).unwrap();
+    let gen = irdistill::shared::synth::Generator::new(Default::default(), 1).unwrap();
     gen.pair(0).pair.rgb.save(&img).unwrap();
     let pred_dir = tmp.path().join("pred");
     let pred = ok(&trainer(&[
@@ -253,7 +253,7 @@ fn bench_prints_step_time_as_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("student-q"));
 }
 
-/// The fast CPU kernels (`irdistill::ops`) change nothing but speed: the
+/// The fast CPU kernels (`irdistill::trainer::ops`) change nothing but speed: the
 /// same tiny run with candle's reference ops logs the same losses and ends
 /// with the same weights, up to float noise. AdamW turns rounding in
 /// near-zero gradients into lr-sized steps, so after a few steps weights

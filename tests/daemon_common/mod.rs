@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use irdistill::export::{export_onnx, ExportOptions};
-use irdistill::model::{ModelConfig, YoloV8};
+use irdistill::trainer::export::{export_onnx, ExportOptions};
+use irdistill::trainer::model::{ModelConfig, YoloV8};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

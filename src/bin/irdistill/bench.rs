@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use irdistill::capture::synthetic::{encode_rgb_into, SyntheticSource};
-use irdistill::capture::{self, Frame, PixelFormat};
-use irdistill::config::Config;
-use irdistill::convert::Converter;
-use irdistill::metrics::Metrics;
-use irdistill::pipeline::{self, Outputs};
+use irdistill::device::capture::synthetic::{encode_rgb_into, SyntheticSource};
+use irdistill::device::capture::{self, Frame, PixelFormat};
+use irdistill::device::config::Config;
+use irdistill::device::convert::Converter;
+use irdistill::device::metrics::Metrics;
+use irdistill::device::pipeline::{self, Outputs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -129,7 +129,7 @@ pub fn bench(a: Args) -> Result<()> {
     );
 
     // 1. Model only: a real letterboxed frame, repeated.
-    let source = SyntheticSource::new(&cfg)?;
+    let source = SyntheticSource::new(&cfg.source)?;
     let rgb = source.render(0);
     let mut frame = Frame::empty();
     encode_rgb_into(&rgb, PixelFormat::Rgb24, &mut frame)?;
@@ -139,17 +139,18 @@ pub fn bench(a: Args) -> Result<()> {
     for _ in 0..5 {
         detector.run(&tensor, &mut output)?;
     }
-    let mut model_only = |detector: &mut irdistill::infer::Detector| -> Result<(f64, Vec<f64>)> {
-        let mut ms = Vec::new();
-        let t0 = Instant::now();
-        for _ in 0..a.frames {
-            let t = Instant::now();
-            detector.run(&tensor, &mut output)?;
-            ms.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        ms.sort_by(f64::total_cmp);
-        Ok((a.frames as f64 / t0.elapsed().as_secs_f64(), ms))
-    };
+    let mut model_only =
+        |detector: &mut irdistill::device::infer::Detector| -> Result<(f64, Vec<f64>)> {
+            let mut ms = Vec::new();
+            let t0 = Instant::now();
+            for _ in 0..a.frames {
+                let t = Instant::now();
+                detector.run(&tensor, &mut output)?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            ms.sort_by(f64::total_cmp);
+            Ok((a.frames as f64 / t0.elapsed().as_secs_f64(), ms))
+        };
     let (model_fps, model_ms) = model_only(&mut detector)?;
     println!(
         "model only:      {model_fps:7.1} fps   p50 {:.2} ms  p90 {:.2} ms",
@@ -169,7 +170,7 @@ pub fn bench(a: Args) -> Result<()> {
     let mut cam_cfg = bench_config(&a)?;
     cam_cfg.source.width_px = 640;
     cam_cfg.source.height_px = 480;
-    let rgb640 = SyntheticSource::new(&cam_cfg)?.render(0);
+    let rgb640 = SyntheticSource::new(&cam_cfg.source)?.render(0);
     for format in [
         PixelFormat::Yuyv,
         PixelFormat::Nv12,
@@ -211,7 +212,7 @@ pub fn bench(a: Args) -> Result<()> {
         observer: None,
     };
     // Warm-up frames are part of the run; the rate is measured after them.
-    let opener = capture::opener(&cfg)?;
+    let opener = capture::opener(&cfg.source)?;
     let summary = pipeline::run(
         &cfg,
         opener,
@@ -244,7 +245,7 @@ pub fn bench(a: Args) -> Result<()> {
     let live_metrics = Arc::new(Metrics::new(info.names.clone(), vec![]));
     let live = pipeline::run(
         &live_cfg,
-        capture::opener(&live_cfg)?,
+        capture::opener(&live_cfg.source)?,
         crate::run::load_model(&live_cfg)?,
         Outputs {
             camera: "bench".into(),

@@ -9,9 +9,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use irdistill::condition::Condition;
-use irdistill::config::Config;
-use irdistill::pipeline::FrameEvent;
+use irdistill::device::config::Config;
+use irdistill::device::pipeline::FrameEvent;
+use irdistill::shared::condition::Condition;
 
 use crate::run::Report;
 

@@ -7,13 +7,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use irdistill::capture::images::read_image_into;
-use irdistill::capture::Frame;
-use irdistill::convert::Converter;
-use irdistill::infer::{Detector, ModelOptions};
-use irdistill::postprocess::{frame_detections, DetectFilter, NmsParams};
-use irdistill::publish::snapshot::annotate;
-use irdistill::publish::DetectionJson;
+use irdistill::device::capture::images::read_image_into;
+use irdistill::device::capture::Frame;
+use irdistill::device::convert::Converter;
+use irdistill::device::infer::{Detector, ModelOptions};
+use irdistill::device::postprocess::{frame_detections, DetectFilter};
+use irdistill::device::publish::snapshot::annotate;
+use irdistill::device::publish::DetectionJson;
+use irdistill::shared::nms::NmsParams;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]

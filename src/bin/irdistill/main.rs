@@ -126,7 +126,7 @@ impl std::fmt::Display for StartupError {
 pub const EXIT_CONFIG: i32 = 78;
 
 fn check_config(file: &Path) -> Result<()> {
-    let cfg = irdistill::config::Config::load(file)?;
+    let cfg = irdistill::device::config::Config::load(file)?;
     if let Some(model) = &cfg.model.path {
         if !model.is_file() {
             bail!(
@@ -186,7 +186,7 @@ fn check_config(file: &Path) -> Result<()> {
 
 #[cfg(feature = "v4l2")]
 fn probe(json: bool, devices: &[PathBuf]) -> Result<()> {
-    let found = irdistill::capture::v4l2::probe(devices)?;
+    let found = irdistill::device::capture::v4l2::probe(devices)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&found)?);
     } else if found.is_empty() {

@@ -7,16 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use irdistill::capture;
-use irdistill::capture::synthetic::SyntheticSource;
-use irdistill::condition::Condition;
-use irdistill::config::{parse_listen, parse_pixel_format, Config, SourceSpec};
-use irdistill::infer::{Detector, ModelInfo, ModelOptions};
-use irdistill::metrics::Metrics;
-use irdistill::pipeline::{self, FrameEvent, Outputs};
-use irdistill::publish::http::{self, HttpState};
-use irdistill::publish::jsonl::JsonlWriter;
-use irdistill::publish::snapshot::SnapshotWriter;
+use irdistill::device::capture;
+use irdistill::device::capture::source::{parse_pixel_format, SourceSpec};
+use irdistill::device::capture::synthetic::SyntheticSource;
+use irdistill::device::config::{parse_listen, Config};
+use irdistill::device::infer::{Detector, ModelInfo, ModelOptions};
+use irdistill::device::metrics::Metrics;
+use irdistill::device::pipeline::{self, FrameEvent, Outputs};
+use irdistill::device::publish::http::{self, HttpState};
+use irdistill::device::publish::jsonl::JsonlWriter;
+use irdistill::device::publish::snapshot::SnapshotWriter;
+use irdistill::shared::condition::Condition;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -138,7 +139,7 @@ pub fn effective_config(a: &Args) -> Result<Config> {
     }
     #[cfg(feature = "mqtt")]
     if let Some(url) = &a.mqtt {
-        use irdistill::publish::mqtt::MqttConfig;
+        use irdistill::device::publish::mqtt::MqttConfig;
         let from_url = MqttConfig::from_url(url).context("--mqtt")?;
         cfg.mqtt = Some(match cfg.mqtt.take() {
             // the config's credentials and TLS files stay, the URL changes
@@ -251,7 +252,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &irdistill::metrics::Histogram) -> Self {
+    fn of(h: &irdistill::device::metrics::Histogram) -> Self {
         let ms = |p| h.recent_percentile(p).unwrap_or(0.0) * 1e3;
         Self {
             p50: ms(50.0),
@@ -301,7 +302,7 @@ impl Report {
 /// synthetic camera renders day, night and fog scenes in a fixed cycle).
 fn condition_map(cfg: &Config) -> Result<Option<SyntheticSource>> {
     Ok(match cfg.source_spec()? {
-        SourceSpec::Synthetic => Some(SyntheticSource::new(cfg)?),
+        SourceSpec::Synthetic => Some(SyntheticSource::new(&cfg.source)?),
         _ => None,
     })
 }
@@ -310,8 +311,8 @@ fn condition_map(cfg: &Config) -> Result<Option<SyntheticSource>> {
 /// end, `pipeline.max_frames`); `printer` sees every published frame.
 pub fn execute(cfg: &Config, mut printer: Option<Printer>) -> Result<Report> {
     // Signals first: a SIGTERM while the model loads still stops cleanly.
-    let stop = irdistill::service::stop_flag()?;
-    let opener = capture::opener(cfg).context(crate::StartupError)?;
+    let stop = irdistill::device::service::stop_flag()?;
+    let opener = capture::opener(&cfg.source).context(crate::StartupError)?;
     let detector = load_model(cfg).context(crate::StartupError)?;
     let info = detector.info().clone();
     pipeline::detect_filter(cfg, &info).context(crate::StartupError)?;
@@ -396,7 +397,7 @@ pub fn execute(cfg: &Config, mut printer: Option<Printer>) -> Result<Report> {
         #[cfg(feature = "mqtt")]
         mqtt: match &cfg.mqtt {
             Some(m) => {
-                let p = irdistill::publish::mqtt::MqttPublisher::start(m)
+                let p = irdistill::device::publish::mqtt::MqttPublisher::start(m)
                     .with_context(|| format!("mqtt {}", m.url))?;
                 tracing::info!("mqtt: publishing to {}", m.url);
                 Some(p)
@@ -473,6 +474,6 @@ fn report(
             .map(|(c, (frames, counts))| (*c, DetectionCounts::new(*frames, counts, names)))
             .collect(),
         snapshots: tally.snapshots,
-        peak_rss_bytes: irdistill::metrics::peak_resident_memory_bytes(),
+        peak_rss_bytes: irdistill::device::metrics::peak_resident_memory_bytes(),
     }
 }

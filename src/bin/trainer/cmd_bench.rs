@@ -3,8 +3,8 @@
 //! object on its last line. A benchmark, not a test: numbers only.
 
 use anyhow::{ensure, Result};
-use irdistill::train::optim::OptimizerKind;
-use irdistill::train::run::{TrainOptions, Trainer};
+use irdistill::trainer::train::optim::OptimizerKind;
+use irdistill::trainer::train::run::{TrainOptions, Trainer};
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -33,7 +33,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.steps >= 1, "--steps must be at least 1");
     if a.reference_ops {
-        irdistill::ops::set_reference_ops(true);
+        irdistill::trainer::ops::set_reference_ops(true);
     }
     let out = tempfile_dir()?;
     let opts = TrainOptions {
@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
         synth_train: a.batch,
         synth_val: 1,
         augment: true,
-        val_split: irdistill::condition::Split::Val,
+        val_split: irdistill::shared::condition::Split::Val,
         stop_after: None,
         fusion: None,
         distill: None,
@@ -95,7 +95,7 @@ pub fn run(a: Args) -> Result<()> {
             "device": a.device,
             "threads": candle_core::utils::get_num_threads(),
             "candle_num_threads": std::env::var("CANDLE_NUM_THREADS").ok(),
-            "ops": if irdistill::ops::reference_ops() { "reference" } else { "fast" },
+            "ops": if irdistill::trainer::ops::reference_ops() { "reference" } else { "fast" },
             "ms_per_step": mean,
             // mean per phase: where a step's time goes
             "forward_ms": phases[0],

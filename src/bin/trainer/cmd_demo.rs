@@ -3,10 +3,10 @@
 //! evaluate the classical thermal hot-spot detector on them per condition.
 
 use anyhow::{Context, Result};
-use irdistill::baseline::{detect_hot_spots, HotSpotParams};
-use irdistill::data::Dataset;
-use irdistill::eval::{evaluate_dataset, EvalImage};
-use irdistill::synth::{writer, Generator, SynthConfig};
+use irdistill::shared::data::Dataset;
+use irdistill::shared::eval::{evaluate_dataset, EvalImage};
+use irdistill::shared::hot_spots::{detect_hot_spots, HotSpotParams};
+use irdistill::shared::synth::{writer, Generator, SynthConfig};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -3,8 +3,8 @@
 
 use crate::cmd_train;
 use anyhow::Result;
-use irdistill::distill::{DistillLoss, DistillOptions};
-use irdistill::train::run::train;
+use irdistill::trainer::distill::{DistillLoss, DistillOptions};
+use irdistill::trainer::train::run::train;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -2,7 +2,7 @@
 //! instances file, with pycocotools' numbers.
 
 use anyhow::{Context, Result};
-use irdistill::eval::evaluate_files;
+use irdistill::shared::eval::evaluate_files;
 use std::path::PathBuf;
 
 /// Evaluate COCO detection results (bbox) against COCO ground truth, as

@@ -3,7 +3,7 @@
 //! synthetic test pairs; writes DIR/results.json and DIR/results.md.
 
 use anyhow::Result;
-use irdistill::train::experiment::{run_experiment, Budget};
+use irdistill::trainer::train::experiment::{run_experiment, Budget};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

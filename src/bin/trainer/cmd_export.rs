@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use irdistill::export::{export_onnx, ExportOptions};
-use irdistill::train::checkpoint;
+use irdistill::trainer::checkpoint;
+use irdistill::trainer::export::{export_onnx, ExportOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -1,11 +1,11 @@
 //! `trainer predict`: run a checkpoint on image files, write annotated copies.
 
 use anyhow::{Context, Result};
-use irdistill::draw::{class_colour, draw_box, draw_label};
-use irdistill::postprocess::{detections, NmsParams};
-use irdistill::preprocess::{letterbox_into, Letterbox};
-use irdistill::train::checkpoint::load_model;
-use irdistill::train::run::device;
+use irdistill::shared::draw::{class_colour, draw_box, draw_label};
+use irdistill::shared::letterbox::{letterbox_into, Letterbox};
+use irdistill::shared::nms::{detections, NmsParams};
+use irdistill::trainer::checkpoint::load_model;
+use irdistill::trainer::train::run::device;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

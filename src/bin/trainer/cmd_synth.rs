@@ -1,8 +1,8 @@
 //! `trainer synth`: write paired RGB+IR scenes to disk.
 
 use anyhow::{Context, Result};
-use irdistill::condition::parse_conditions;
-use irdistill::synth::{writer, Generator, SceneParams, SynthConfig};
+use irdistill::shared::condition::parse_conditions;
+use irdistill::shared::synth::{writer, Generator, SceneParams, SynthConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 

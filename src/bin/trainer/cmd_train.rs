@@ -1,8 +1,8 @@
 //! `trainer train`: train a student (RGB) or teacher (RGB+IR) detector.
 
 use anyhow::Result;
-use irdistill::train::optim::OptimizerKind;
-use irdistill::train::run::{train, TrainOptions};
+use irdistill::trainer::train::optim::OptimizerKind;
+use irdistill::trainer::train::run::{train, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -15,7 +15,7 @@ pub struct Args {
     pub model: String,
     /// Teachers: how the RGB and IR streams are fused (default cca).
     #[arg(long, value_enum)]
-    pub fusion: Option<irdistill::model::Fusion>,
+    pub fusion: Option<irdistill::trainer::model::Fusion>,
     /// Square input size (multiple of 32).
     #[arg(long, default_value_t = 320)]
     pub imgsz: usize,
@@ -59,7 +59,7 @@ pub struct Args {
     pub synth_val: usize,
     /// Split to validate on (`train` checks the model can fit its data).
     #[arg(long, default_value = "val")]
-    pub val_split: irdistill::condition::Split,
+    pub val_split: irdistill::shared::condition::Split,
     /// Turn augmentation off (flip, HSV, scale/translate).
     #[arg(long)]
     pub no_augment: bool,
@@ -77,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The JSON summary line every training command ends with.
-pub fn print_summary(rows: &[irdistill::train::run::EpochRow], out: &std::path::Path) {
+pub fn print_summary(rows: &[irdistill::trainer::train::run::EpochRow], out: &std::path::Path) {
     if let Some(last) = rows.last() {
         println!(
             "{}",

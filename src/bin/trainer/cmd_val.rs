@@ -2,10 +2,10 @@
 //! dataset split.
 
 use anyhow::Result;
-use irdistill::condition::Split;
-use irdistill::train::checkpoint::load_detector;
-use irdistill::train::run::{device, validate};
-use irdistill::train::source::{open_eval_split, SynthSizes};
+use irdistill::shared::condition::Split;
+use irdistill::trainer::checkpoint::load_detector;
+use irdistill::trainer::train::run::{device, validate};
+use irdistill::trainer::train::source::{open_eval_split, SynthSizes};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -73,7 +73,7 @@ enum Command {
 
 fn main() {
     keep_freed_pages();
-    irdistill::ops::configure_cpu_threads();
+    irdistill::trainer::ops::configure_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -81,7 +81,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = irdistill::ops::on_compute_threads(|| match cli.command {
+    let result = irdistill::trainer::ops::on_compute_threads(|| match cli.command {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Synth(args) => cmd_synth::run(args),
         Command::EvalCoco(args) => cmd_eval_coco::run(args),

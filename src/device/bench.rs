@@ -1,0 +1,1 @@
+//! `irdistill bench`: (being moved here from the binary).

@@ -1,0 +1,507 @@
+//! The daemon's configuration: a TOML file (documented example:
+//! `systemd/irdistill.toml`), every field optional with the defaults below,
+//! then overridden by command-line flags. Unknown keys are errors (a typo
+//! must not silently fall back to a default), and every validation error
+//! names the field (`detect.conf`, `zones[1].points`, …).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::Deserialize;
+
+use crate::device::capture::source::{parse_pixel_format, SourceConfig, SourceSpec};
+use crate::device::capture::PixelFormat;
+use crate::device::postprocess::{Zone, ZoneMode};
+use crate::device::track::TrackerConfig;
+use crate::shared::condition::Condition;
+
+/// The `[mqtt]` table: the publisher's own config when built with MQTT.
+#[cfg(feature = "mqtt")]
+pub type MqttSection = crate::device::publish::mqtt::MqttConfig;
+/// Without the `mqtt` feature the table is kept only to refuse it clearly.
+#[cfg(not(feature = "mqtt"))]
+pub type MqttSection = toml::Table;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub camera: CameraConfig,
+    pub source: SourceConfig,
+    pub reconnect: ReconnectConfig,
+    pub model: ModelConfig,
+    pub detect: DetectConfig,
+    /// Polygon zones (include/exclude), in fractions of the frame.
+    pub zones: Vec<ZoneConfig>,
+    pub track: TrackConfig,
+    pub output: OutputConfig,
+    pub snapshots: SnapshotConfig,
+    pub http: HttpConfig,
+    pub pipeline: PipelineConfig,
+    pub mqtt: Option<MqttSection>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Names the camera in MQTT topics and JSON messages.
+    pub name: String,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            name: "cam0".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// First wait after losing the camera; doubles per failed attempt.
+    pub initial_ms: u64,
+    /// Cap of the wait.
+    pub max_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: 250,
+            max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The ONNX model; none = `models/student-p.onnx` next to the binary or
+    /// in the working directory.
+    pub path: Option<PathBuf>,
+    /// Input size when the model does not record it (`imgsz` metadata).
+    pub imgsz: Option<u32>,
+    /// Class names when the model does not record them (`names` metadata).
+    pub names: Option<Vec<String>>,
+    /// Threads for inference.
+    pub threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            imgsz: None,
+            names: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Global confidence threshold.
+    pub conf: f32,
+    /// Per-label thresholds replacing `conf`, e.g. `{ person = 0.4 }`.
+    pub class_conf: std::collections::BTreeMap<String, f32>,
+    /// NMS IoU threshold.
+    pub iou: f32,
+    pub max_det: usize,
+    /// Boxes outside this area range (source pixels²) are dropped.
+    pub min_area_px: f32,
+    pub max_area_px: Option<f32>,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            conf: 0.25,
+            class_conf: Default::default(),
+            iou: 0.45,
+            max_det: 100,
+            min_area_px: 0.0,
+            max_area_px: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: String,
+    pub mode: ZoneMode,
+    /// Polygon vertices `[x, y]` as fractions of the frame (0..1).
+    pub points: Vec<[f32; 2]>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackConfig {
+    pub enabled: bool,
+    /// See [`TrackerConfig`].
+    pub high_score: f32,
+    pub match_iou: f32,
+    pub max_age_frames: u32,
+}
+
+impl Default for TrackConfig {
+    fn default() -> Self {
+        let t = TrackerConfig::default();
+        Self {
+            enabled: true,
+            high_score: t.high_score,
+            match_iou: t.match_iou,
+            max_age_frames: t.max_age_frames,
+        }
+    }
+}
+
+impl TrackConfig {
+    pub fn tracker(&self) -> TrackerConfig {
+        TrackerConfig {
+            high_score: self.high_score,
+            match_iou: self.match_iou,
+            max_age_frames: self.max_age_frames,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// JSON lines: a file (appended) or `-` for stdout.
+    pub jsonl: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Folder for annotated JPEGs; none = no snapshots on disk.
+    pub dir: Option<PathBuf>,
+    /// At most one snapshot per this interval.
+    pub min_interval_ms: u64,
+    /// And at least this many source frames apart (0 = no frame limit).
+    pub min_interval_frames: u64,
+    /// Oldest snapshots are deleted beyond this total size.
+    pub max_total_bytes: u64,
+    pub jpeg_quality: u8,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            min_interval_ms: 10_000,
+            min_interval_frames: 0,
+            max_total_bytes: 100 << 20,
+            jpeg_quality: 85,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `ADDR:PORT` (or a bare port, meaning loopback); none = no server.
+    pub listen: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Frames waiting between stages; beyond it the oldest is dropped
+    /// (live sources) so latency stays bounded.
+    pub queue_frames: usize,
+    /// No processed frame for this long: the pipeline is stalled
+    /// (`/healthz` fails, systemd watchdog pings stop).
+    pub stall_ms: u64,
+    /// Process only this many frames, then exit (0 = run forever).
+    pub max_frames: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_frames: 1,
+            stall_ms: 10_000,
+            max_frames: 0,
+        }
+    }
+}
+
+/// `ADDR:PORT`, or a bare port meaning loopback.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .with_context(|| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9464) or a port"))
+}
+
+impl Config {
+    /// Reads and validates `path`; errors name the file and the field.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config {}: cannot read", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        // toml's message already names the key and shows the line.
+        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            !self.camera.name.is_empty()
+                && !self.camera.name.contains(['/', '+', '#'])
+                && !self.camera.name.chars().any(char::is_whitespace),
+            "camera.name {:?} must be non-empty, without '/', '+', '#' or spaces (it is an MQTT topic level)",
+            self.camera.name
+        );
+        self.source_spec().context("source.spec")?;
+        let s = &self.source;
+        ensure!(
+            s.fps.is_finite() && (0.0..=1000.0).contains(&s.fps),
+            "source.fps must be 0..=1000, got {}",
+            s.fps
+        );
+        ensure!(
+            (16..=8192).contains(&s.width_px) && (16..=8192).contains(&s.height_px),
+            "source.width_px/height_px must be 16..=8192, got {}x{}",
+            s.width_px,
+            s.height_px
+        );
+        if let Some(f) = &s.format {
+            parse_pixel_format(f).context("source.format")?;
+        }
+        ensure!(
+            (1..=32).contains(&s.buffer_count),
+            "source.buffer_count must be 1..=32, got {}",
+            s.buffer_count
+        );
+        ensure!(
+            s.timeout_ms >= 10,
+            "source.timeout_ms must be at least 10, got {}",
+            s.timeout_ms
+        );
+        let syn = &s.synthetic;
+        ensure!(
+            !syn.conditions.is_empty(),
+            "source.synthetic.conditions must name at least one of day, night, fog"
+        );
+        for c in &syn.conditions {
+            c.parse::<Condition>()
+                .with_context(|| format!("source.synthetic.conditions: {c:?}"))?;
+        }
+        ensure!(
+            syn.hold_frames >= 1 && syn.scenes_per_condition >= 1,
+            "source.synthetic.hold_frames and scenes_per_condition must be at least 1"
+        );
+        ensure!(
+            self.reconnect.initial_ms >= 1 && self.reconnect.max_ms >= self.reconnect.initial_ms,
+            "reconnect.initial_ms must be ≥ 1 and ≤ reconnect.max_ms (got {} and {})",
+            self.reconnect.initial_ms,
+            self.reconnect.max_ms
+        );
+        if let Some(s) = self.model.imgsz {
+            ensure!(
+                (32..=4096).contains(&s),
+                "model.imgsz must be 32..=4096, got {s}"
+            );
+        }
+        if let Some(n) = &self.model.names {
+            ensure!(!n.is_empty(), "model.names must not be empty");
+        }
+        ensure!(
+            (1..=256).contains(&self.model.threads),
+            "model.threads must be 1..=256, got {}",
+            self.model.threads
+        );
+        let d = &self.detect;
+        ensure!(
+            (0.0..=1.0).contains(&d.conf),
+            "detect.conf must be in 0..=1, got {}",
+            d.conf
+        );
+        for (label, t) in &d.class_conf {
+            ensure!(
+                (0.0..=1.0).contains(t),
+                "detect.class_conf.{label} must be in 0..=1, got {t}"
+            );
+        }
+        ensure!(
+            (0.0..=1.0).contains(&d.iou),
+            "detect.iou must be in 0..=1, got {}",
+            d.iou
+        );
+        ensure!(
+            d.max_det >= 1,
+            "detect.max_det must be at least 1, got {}",
+            d.max_det
+        );
+        ensure!(
+            d.min_area_px >= 0.0 && d.min_area_px.is_finite(),
+            "detect.min_area_px must be ≥ 0, got {}",
+            d.min_area_px
+        );
+        if let Some(m) = d.max_area_px {
+            ensure!(
+                m > d.min_area_px,
+                "detect.max_area_px ({m}) must exceed detect.min_area_px ({})",
+                d.min_area_px
+            );
+        }
+        for (i, z) in self.zones.iter().enumerate() {
+            ensure!(
+                z.points.len() >= 3,
+                "zones[{i}].points ({:?}) needs at least 3 vertices, got {}",
+                z.name,
+                z.points.len()
+            );
+            for p in &z.points {
+                ensure!(
+                    p.iter().all(|v| (0.0..=1.0).contains(v)),
+                    "zones[{i}].points ({:?}): {p:?} is outside 0..1 (fractions of the frame)",
+                    z.name
+                );
+            }
+        }
+        let t = &self.track;
+        ensure!(
+            (0.0..=1.0).contains(&t.high_score),
+            "track.high_score must be in 0..=1, got {}",
+            t.high_score
+        );
+        ensure!(
+            t.match_iou > 0.0 && t.match_iou <= 1.0,
+            "track.match_iou must be in (0, 1], got {}",
+            t.match_iou
+        );
+        if let Some(j) = &self.output.jsonl {
+            ensure!(!j.is_empty(), "output.jsonl must be a path or \"-\"");
+        }
+        let sn = &self.snapshots;
+        ensure!(
+            (1..=100).contains(&sn.jpeg_quality),
+            "snapshots.jpeg_quality must be 1..=100, got {}",
+            sn.jpeg_quality
+        );
+        ensure!(
+            sn.max_total_bytes >= 1 << 16,
+            "snapshots.max_total_bytes must be at least 65536, got {}",
+            sn.max_total_bytes
+        );
+        if let Some(l) = &self.http.listen {
+            parse_listen(l).context("http.listen")?;
+        }
+        ensure!(
+            (1..=64).contains(&self.pipeline.queue_frames),
+            "pipeline.queue_frames must be 1..=64, got {}",
+            self.pipeline.queue_frames
+        );
+        ensure!(
+            self.pipeline.stall_ms >= 100,
+            "pipeline.stall_ms must be at least 100, got {}",
+            self.pipeline.stall_ms
+        );
+        #[cfg(not(feature = "mqtt"))]
+        ensure!(
+            self.mqtt.is_none(),
+            "mqtt: this irdistill was built without the mqtt feature"
+        );
+        Ok(())
+    }
+
+    pub fn source_spec(&self) -> Result<SourceSpec> {
+        self.source.source_spec()
+    }
+
+    pub fn pixel_format(&self) -> Option<PixelFormat> {
+        self.source.pixel_format()
+    }
+
+    pub fn synthetic_conditions(&self) -> Vec<Condition> {
+        self.source.synthetic_conditions()
+    }
+
+    /// The zones as the postprocess takes them.
+    pub fn zones(&self) -> Vec<Zone> {
+        self.zones
+            .iter()
+            .map(|z| Zone {
+                name: z.name.clone(),
+                mode: z.mode,
+                points: z.points.iter().map(|p| (p[0], p[1])).collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_overrides_parse() {
+        Config::default().validate().unwrap();
+        let cfg = Config::parse(
+            r#"
+            [camera]
+            name = "porch"
+            [source]
+            spec = "v4l2:/dev/video2"
+            format = "mjpg"
+            [detect]
+            conf = 0.4
+            class_conf = { car = 0.6 }
+            [[zones]]
+            name = "drive"
+            mode = "include"
+            points = [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.camera.name, "porch");
+        assert_eq!(
+            cfg.source_spec().unwrap(),
+            SourceSpec::V4l2("/dev/video2".into())
+        );
+        assert_eq!(cfg.pixel_format(), Some(PixelFormat::Mjpeg));
+        assert_eq!(cfg.detect.class_conf["car"], 0.6);
+        assert_eq!(cfg.zones()[0].points.len(), 4);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[detect]\nconf = 1.5", "detect.conf"),
+            ("[detect]\nconff = 0.5", "conff"),
+            ("[source]\nspec = \"webcam\"", "source.spec"),
+            ("[source]\nformat = \"H264\"", "source.format"),
+            (
+                "[[zones]]\nname = \"a\"\nmode = \"include\"\npoints = [[0, 0], [1, 1]]",
+                "zones[0].points",
+            ),
+            ("[http]\nlisten = \"localhost\"", "http.listen"),
+            (
+                "[reconnect]\ninitial_ms = 5000\nmax_ms = 100",
+                "reconnect.initial_ms",
+            ),
+            (
+                "[source.synthetic]\nconditions = [\"rain\"]",
+                "source.synthetic.conditions",
+            ),
+            ("[detect]\nconf = \"high\"", "conf"),
+        ];
+        for (text, field) in cases {
+            let e = format!("{:#}", Config::parse(text).err().unwrap());
+            assert!(e.contains(field), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Wires a config into a running daemon: (being moved here from the binary).

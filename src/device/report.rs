@@ -1,0 +1,1 @@
+//! What a daemon run sums up: (being moved here from the binary).

@@ -1,0 +1,328 @@
+//! Distillation from the frozen RGB+IR teacher into the RGB student:
+//!
+//! ```text
+//! pair ─ rgb ─ student (train) ─ levels, N3..N5 ─┬─ L_det (labeled pairs)
+//!      └ rgb+ir ─ teacher (eval, no grad) ───────┴─ L_distill = w_f·L_feature + w_c·L_InfoNCE + w_r·L_response
+//! L_total = L_det + α·L_distill
+//! ```
+//!
+//! - [`feature`]: adapter-mapped neck features vs the teacher's, foreground-weighted;
+//! - [`contrastive`]: InfoNCE between per-object student and teacher embeddings;
+//! - [`response`]: per-class Bernoulli KL of class scores, plus KL of the DFL
+//!   box distributions (localisation distillation).
+//!
+//! The teacher's features are its neck outputs N3/N4/N5, computed from the
+//! fused P3/P4/P5 (the "fused features" of the design; the student's neck
+//! output is matched to the teacher's neck output, stage for stage, rather
+//! than to the raw fusion output before the teacher's neck).
+//!
+//! The teacher is frozen: it is built from plain tensors (never `Var`s, so
+//! no gradient can reach it and no optimizer holds it), run in eval mode
+//! (BatchNorm statistics untouched) and its outputs are detached. The
+//! adapters and projection heads (`distill.*` in checkpoints) train with
+//! the student and are never exported.
+
+pub mod contrastive;
+pub mod feature;
+pub mod objects;
+pub mod response;
+
+use crate::shared::bbox::{BBox, Label};
+use crate::shared::nms::{self, NmsParams};
+use crate::trainer::checkpoint;
+use crate::trainer::model::{Detector, ModelConfig, ModelOutput, STRIDES};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use contrastive::ContrastHeads;
+use feature::FeatureAdapters;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The three distillation terms (`--losses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DistillLoss {
+    Feature,
+    Contrastive,
+    Response,
+}
+
+/// What `trainer distill` adds to a training run (stored in checkpoints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistillOptions {
+    /// The teacher checkpoint (`trainer train --model teacher-*`).
+    pub teacher: PathBuf,
+    pub losses: Vec<DistillLoss>,
+    /// α in `L_det + α·L_distill`.
+    pub alpha: f64,
+    pub w_feature: f64,
+    pub w_contrastive: f64,
+    pub w_response: f64,
+    /// γ: feature-loss weight `1 + γ·fg` on foreground cells.
+    pub feature_fg: f64,
+    /// InfoNCE temperature τ.
+    pub tau: f64,
+    /// Response temperature T.
+    pub temperature: f64,
+    /// Weight of the DFL (box) KL inside the response term; 0 turns LD off.
+    pub ld_weight: f64,
+    /// Teacher detections at or above this score are the objects of
+    /// unlabeled pairs (contrastive term, foreground masks).
+    pub teacher_conf: f32,
+    /// Unlabeled RGB+IR pairs (`DIR` or `synth:N`): L_distill only.
+    pub unlabeled: Option<String>,
+}
+
+impl DistillOptions {
+    /// The documented defaults (also `trainer distill`'s flag defaults).
+    pub const ALPHA: f64 = 1.0;
+    pub const W_FEATURE: f64 = 1.0;
+    pub const W_CONTRASTIVE: f64 = 0.25;
+    pub const W_RESPONSE: f64 = 1.0;
+    pub const FEATURE_FG: f64 = 2.0;
+    pub const TAU: f64 = 0.1;
+    pub const TEMPERATURE: f64 = 2.0;
+    pub const LD_WEIGHT: f64 = 0.5;
+    pub const TEACHER_CONF: f32 = 0.5;
+
+    /// All three losses with the default weights, no unlabeled pairs.
+    pub fn with_defaults(teacher: PathBuf) -> Self {
+        Self {
+            teacher,
+            losses: vec![
+                DistillLoss::Feature,
+                DistillLoss::Contrastive,
+                DistillLoss::Response,
+            ],
+            alpha: Self::ALPHA,
+            w_feature: Self::W_FEATURE,
+            w_contrastive: Self::W_CONTRASTIVE,
+            w_response: Self::W_RESPONSE,
+            feature_fg: Self::FEATURE_FG,
+            tau: Self::TAU,
+            temperature: Self::TEMPERATURE,
+            ld_weight: Self::LD_WEIGHT,
+            teacher_conf: Self::TEACHER_CONF,
+            unlabeled: None,
+        }
+    }
+
+    pub fn uses(&self, l: DistillLoss) -> bool {
+        self.losses.contains(&l)
+    }
+}
+
+/// One batch's distillation terms.
+pub struct DistillTerms {
+    /// `w_f·L_feature + w_c·L_InfoNCE + w_r·L_response` (scalar, not yet × α).
+    pub total: Tensor,
+    pub feature: f32,
+    pub contrastive: f32,
+    pub response: f32,
+}
+
+pub struct Distiller {
+    teacher: Detector,
+    teacher_weights: HashMap<String, Tensor>,
+    /// Adapters and projection heads: trained with the student, not exported.
+    pub heads: VarMap,
+    adapters: Option<FeatureAdapters>,
+    contrast: Option<ContrastHeads>,
+    opts: DistillOptions,
+    nc: usize,
+}
+
+impl Distiller {
+    /// Loads the teacher from `opts.teacher` and builds the heads for a
+    /// student of `student` config whose neck gives `student_channels`.
+    pub fn new(
+        opts: &DistillOptions,
+        student: &ModelConfig,
+        student_channels: [usize; 3],
+        device: &Device,
+    ) -> Result<Self> {
+        ensure!(
+            !opts.losses.is_empty(),
+            "--losses: name at least one of feature, contrastive, response"
+        );
+        ensure!(
+            opts.alpha >= 0.0 && opts.alpha.is_finite(),
+            "--alpha must be a finite number ≥ 0"
+        );
+        ensure!(opts.tau > 0.0, "--tau must be positive");
+        ensure!(opts.temperature > 0.0, "--temperature must be positive");
+        let path = &opts.teacher;
+        let ckpt = checkpoint::load(path, device)
+            .with_context(|| format!("--teacher {}", path.display()))?;
+        let cfg = ckpt.meta.config.clone();
+        if !cfg.is_teacher() {
+            bail!(
+                "--teacher {}: holds a {} RGB student, not an RGB+IR teacher (train one with `trainer train --model teacher-p`)",
+                path.display(),
+                cfg.scale
+            );
+        }
+        ensure!(
+            cfg.names == student.names,
+            "--teacher {}: its classes {:?} differ from the data's {:?}",
+            path.display(),
+            cfg.names,
+            student.names
+        );
+        let teacher_weights = ckpt.inference_weights();
+        let vb = VarBuilder::from_tensors(teacher_weights.clone(), DType::F32, device);
+        let teacher = Detector::load(vb, &cfg)
+            .with_context(|| format!("{}: weights do not fit its model config", path.display()))?;
+        let teacher_channels = match &teacher {
+            Detector::Teacher(t) => t.feature_channels(),
+            Detector::Student(_) => unreachable!("checked is_teacher above"),
+        };
+        let heads = VarMap::new();
+        let vb = VarBuilder::from_varmap(&heads, DType::F32, device);
+        let adapters = opts
+            .uses(DistillLoss::Feature)
+            .then(|| FeatureAdapters::load(vb.pp("adapter"), student_channels, teacher_channels))
+            .transpose()?;
+        let contrast = opts
+            .uses(DistillLoss::Contrastive)
+            .then(|| {
+                ContrastHeads::load(
+                    vb.pp("project"),
+                    student_channels,
+                    teacher_channels,
+                    opts.tau,
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            teacher,
+            teacher_weights,
+            heads,
+            adapters,
+            contrast,
+            opts: opts.clone(),
+            nc: student.nc,
+        })
+    }
+
+    pub fn teacher(&self) -> &Detector {
+        &self.teacher
+    }
+
+    /// The teacher's tensors as loaded (for checks that it stays frozen).
+    pub fn teacher_weights(&self) -> &HashMap<String, Tensor> {
+        &self.teacher_weights
+    }
+
+    /// The teacher's outputs for a batch, in eval mode and detached.
+    pub fn teacher_forward(&self, rgb: &Tensor, ir: &Tensor) -> Result<ModelOutput> {
+        let out = self.teacher.forward_t(rgb, Some(ir), false)?;
+        let detach3 = |f: &crate::trainer::model::Features| crate::trainer::model::Features {
+            p3: f.p3.detach(),
+            p4: f.p4.detach(),
+            p5: f.p5.detach(),
+        };
+        Ok(ModelOutput {
+            levels: out.levels.iter().map(|t| t.detach()).collect(),
+            features: detach3(&out.features),
+            fused: out.fused.as_ref().map(detach3),
+        })
+    }
+
+    /// The objects of each image: ground truth when `labels` is given, else
+    /// the teacher's detections at or above `teacher_conf`.
+    pub fn objects(
+        &self,
+        teacher: &ModelOutput,
+        labels: Option<&[Vec<Label>]>,
+    ) -> Result<Vec<Vec<BBox>>> {
+        if let Some(labels) = labels {
+            return Ok(labels
+                .iter()
+                .map(|ls| ls.iter().map(|l| l.bbox).collect())
+                .collect());
+        }
+        let pred = crate::trainer::model::decode(&teacher.levels, crate::trainer::model::REG_MAX)?
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?; // [B, 4 + nc, N]
+        let params = NmsParams {
+            conf: self.opts.teacher_conf,
+            ..NmsParams::PREDICT
+        };
+        (0..pred.dim(0)?)
+            .map(|i| {
+                let row: Vec<f32> = pred.get(i)?.flatten_all()?.to_vec1()?;
+                Ok(nms::detections(&row, self.nc, &params)
+                    .into_iter()
+                    .map(|d| d.bbox)
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// The distillation terms of one batch. `labels`: the batch's ground
+    /// truth, or `None` for unlabeled pairs. `seed` picks the background
+    /// negatives (deterministic per step).
+    pub fn loss(
+        &self,
+        student: &ModelOutput,
+        teacher: &ModelOutput,
+        labels: Option<&[Vec<Label>]>,
+        seed: u64,
+    ) -> Result<DistillTerms> {
+        let device = student.levels[0].device().clone();
+        let objects = self.objects(teacher, labels)?;
+        let s = student.features.as_array();
+        let t = teacher.features.as_array();
+        let mut total = Tensor::zeros((), DType::F32, &device)?;
+        let (mut feature, mut contrastive, mut response) = (0f32, 0f32, 0f32);
+        if let Some(adapters) = &self.adapters {
+            let fg = self.foreground(teacher, &objects)?;
+            let l = adapters.loss(s, t, &fg, self.opts.feature_fg)?;
+            feature = l.to_scalar()?;
+            total = (total + l.affine(self.opts.w_feature, 0.0)?)?;
+        }
+        if let Some(heads) = &self.contrast {
+            if let Some(l) = heads.loss(s, t, &objects, seed)? {
+                contrastive = l.to_scalar()?;
+                total = (total + l.affine(self.opts.w_contrastive, 0.0)?)?;
+            }
+        }
+        if self.opts.uses(DistillLoss::Response) {
+            let (cls, ld) = response::response_loss(
+                &student.levels,
+                &teacher.levels,
+                self.nc,
+                self.opts.temperature,
+            )?;
+            let l = (cls + ld.affine(self.opts.ld_weight, 0.0)?)?;
+            response = l.to_scalar()?;
+            total = (total + l.affine(self.opts.w_response, 0.0)?)?;
+        }
+        Ok(DistillTerms {
+            total,
+            feature,
+            contrastive,
+            response,
+        })
+    }
+
+    /// Per level `[B, 1, H, W]`: max(object-box mask, teacher confidence).
+    fn foreground(&self, teacher: &ModelOutput, objects: &[Vec<BBox>]) -> Result<Vec<Tensor>> {
+        let box_ch = 4 * crate::trainer::model::REG_MAX;
+        teacher
+            .levels
+            .iter()
+            .zip(STRIDES)
+            .map(|(lv, stride)| {
+                let (_, _, h, w) = lv.dims4()?;
+                let conf =
+                    candle_nn::ops::sigmoid(&lv.narrow(1, box_ch, self.nc)?)?.max_keepdim(1)?;
+                let mask = objects::box_mask(objects, stride, h, w, lv.device())?;
+                Ok(conf.maximum(&mask)?)
+            })
+            .collect()
+    }
+}

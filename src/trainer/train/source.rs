@@ -1,0 +1,199 @@
+//! Where training and validation pairs come from: a dataset on disk, or the
+//! scene generator (`--data synth`), behind one small interface.
+
+use crate::shared::condition::Split;
+use crate::shared::data::Dataset;
+use crate::shared::pair::FramePair;
+use crate::shared::synth::{Generator, SynthConfig};
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An indexable set of pairs.
+pub trait PairSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn load(&self, index: usize) -> Result<FramePair>;
+}
+
+/// Pairs held in memory (generated ones: generating is slower than copying).
+pub struct InMemory(pub Vec<FramePair>);
+
+impl PairSource for InMemory {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load(&self, index: usize) -> Result<FramePair> {
+        Ok(self.0[index].clone())
+    }
+}
+
+/// One split of a dataset on disk; images decoded on demand.
+pub struct DatasetSplit {
+    pub dataset: Arc<Dataset>,
+    pub indices: Vec<usize>,
+}
+
+impl PairSource for DatasetSplit {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn load(&self, index: usize) -> Result<FramePair> {
+        self.dataset
+            .load_pair(&self.dataset.samples[self.indices[index]])
+    }
+}
+
+/// The first `count` generator indices whose split is `split`.
+pub fn synth_indices(split: Split, count: usize) -> Vec<u64> {
+    (0u64..)
+        .filter(|&i| Generator::split_of(i) == split)
+        .take(count)
+        .collect()
+}
+
+/// Generates `count` pairs of `split` in memory, on all cores.
+pub fn synth_split(gen: &Generator, split: Split, count: usize) -> InMemory {
+    let pairs = synth_indices(split, count)
+        .into_par_iter()
+        .map(|i| gen.pair(i).pair)
+        .collect();
+    InMemory(pairs)
+}
+
+/// Indices of the samples of `dataset` in `split`.
+fn split_indices(dataset: &Dataset, split: Split) -> Vec<usize> {
+    dataset
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.split == split)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Training data as named by `--data`: `synth` or a folder.
+pub struct DataSpec {
+    pub names: Vec<String>,
+    pub train: Arc<dyn PairSource>,
+    pub val: Arc<dyn PairSource>,
+    /// Human-readable provenance, stored in checkpoints and exports.
+    pub description: String,
+}
+
+/// Sizes of the generated sets for `--data synth`.
+#[derive(Debug, Clone, Copy)]
+pub struct SynthSizes {
+    pub train: usize,
+    pub val: usize,
+    pub seed: u64,
+}
+
+/// Opens `--data` (`synth` or a dataset folder) for training.
+pub fn open_data(data: &str, synth: SynthSizes, val_split: Split) -> Result<DataSpec> {
+    if data == "synth" {
+        let gen = Generator::new(SynthConfig::default(), synth.seed)?;
+        return Ok(DataSpec {
+            names: Generator::names(),
+            train: Arc::new(synth_split(&gen, Split::Train, synth.train)),
+            val: Arc::new(synth_split(&gen, val_split, synth.val)),
+            description: format!("synth seed {} ({} train pairs)", synth.seed, synth.train),
+        });
+    }
+    let dataset =
+        Arc::new(Dataset::open(Path::new(data)).with_context(|| format!("--data {data}"))?);
+    let (train, val) = (
+        split_indices(&dataset, Split::Train),
+        split_indices(&dataset, val_split),
+    );
+    anyhow::ensure!(
+        !train.is_empty(),
+        "--data {data}: no training images (split 'train' is empty)"
+    );
+    anyhow::ensure!(
+        !val.is_empty(),
+        "--data {data}: split '{val_split}' is empty"
+    );
+    Ok(DataSpec {
+        names: dataset.names.clone(),
+        description: format!(
+            "{} ({} layout, {} train pairs)",
+            data,
+            dataset.layout,
+            train.len()
+        ),
+        train: Arc::new(DatasetSplit {
+            dataset: dataset.clone(),
+            indices: train,
+        }),
+        val: Arc::new(DatasetSplit {
+            dataset,
+            indices: val,
+        }),
+    })
+}
+
+/// Opens only the evaluation split of `--data` (for `trainer val`).
+pub fn open_eval_split(
+    data: &str,
+    split: Split,
+    synth: SynthSizes,
+) -> Result<(Vec<String>, Arc<dyn PairSource>)> {
+    if data == "synth" {
+        let gen = Generator::new(SynthConfig::default(), synth.seed)?;
+        return Ok((
+            Generator::names(),
+            Arc::new(synth_split(&gen, split, synth.val)),
+        ));
+    }
+    let dataset =
+        Arc::new(Dataset::open(Path::new(data)).with_context(|| format!("--data {data}"))?);
+    let indices = split_indices(&dataset, split);
+    anyhow::ensure!(
+        !indices.is_empty(),
+        "--data {data}: split '{split}' is empty"
+    );
+    Ok((
+        dataset.names.clone(),
+        Arc::new(DatasetSplit { dataset, indices }),
+    ))
+}
+
+impl PairSource for crate::shared::data::UnlabeledPairs {
+    fn len(&self) -> usize {
+        crate::shared::data::UnlabeledPairs::len(self)
+    }
+    fn load(&self, index: usize) -> Result<FramePair> {
+        crate::shared::data::UnlabeledPairs::load(self, index)
+    }
+}
+
+/// `--unlabeled`: `synth:N` (N training-split pairs of the generator with
+/// `seed`, after the `labeled` ones the labeled set uses, so the two never
+/// overlap) or a folder of RGB+IR pairs. Labels are dropped either way.
+pub fn open_unlabeled(spec: &str, seed: u64, labeled: usize) -> Result<Arc<dyn PairSource>> {
+    if let Some(n) = spec.strip_prefix("synth:") {
+        let n: usize = n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("--unlabeled {spec}: expected synth:N with N ≥ 1"))?;
+        let gen = Generator::new(SynthConfig::default(), seed)?;
+        let pairs = synth_indices(Split::Train, labeled + n)
+            .into_par_iter()
+            .skip(labeled)
+            .map(|i| {
+                let mut p = gen.pair(i).pair;
+                p.labels.clear();
+                p
+            })
+            .collect();
+        return Ok(Arc::new(InMemory(pairs)));
+    }
+    let pairs = crate::shared::data::UnlabeledPairs::open(Path::new(spec))
+        .with_context(|| format!("--unlabeled {spec}"))?;
+    Ok(Arc::new(pairs))
+}
