@@ -32,6 +32,10 @@
 //!    0, and gt 0's class and box (as ultralytics' `argmax` of an all-zero
 //!    column gives).
 //!
+//! [`TaskAlignedAssigner::assign`] runs them as named steps:
+//! `Image::rank_candidates` (1–2), `keep_top_k` (3), `resolve_conflicts` (4)
+//! and `TaskAlignedAssigner::targets` (5).
+//!
 //! Differences from ultralytics, none of which changes a result that
 //! ultralytics defines:
 //! - `torch.topk` leaves the order of tied metrics unspecified; we break ties
@@ -222,8 +226,25 @@ impl TaskAlignedAssigner {
         anchors: &[[f32; 2]],
         gts: &[Label],
     ) -> Result<Assignment> {
+        self.check_inputs(pd_scores, pd_bboxes, anchors.len(), gts)?;
+        if gts.is_empty() || anchors.is_empty() {
+            return Ok(Assignment::background(anchors.len(), self.num_classes));
+        }
+        let image = Image::new(self, pd_scores, pd_bboxes, anchors, gts);
+        let positives = self.select_positives(&image);
+        let assigned = resolve_conflicts(&image, &positives);
+        Ok(self.targets(&image, &assigned))
+    }
+
+    /// Sizes agree and every gt's class is one of ours.
+    fn check_inputs(
+        &self,
+        pd_scores: &[f32],
+        pd_bboxes: &[[f32; 4]],
+        n_anchors: usize,
+        gts: &[Label],
+    ) -> Result<()> {
         let nc = self.num_classes;
-        let n_anchors = anchors.len();
         ensure!(nc > 0, "assigner: num_classes must be positive");
         ensure!(self.topk > 0, "assigner: topk must be positive");
         ensure!(
@@ -239,132 +260,235 @@ impl TaskAlignedAssigner {
                 g.class_id
             );
         }
-        if gts.is_empty() || n_anchors == 0 {
-            return Ok(Assignment::background(n_anchors, nc));
-        }
+        Ok(())
+    }
 
-        let gt_boxes: Vec<[f32; 4]> = gts
-            .iter()
-            .map(|g| [g.bbox.x1, g.bbox.y1, g.bbox.x2, g.bbox.y2])
-            .collect();
-        let cand_boxes: Vec<[f32; 4]> = gt_boxes.iter().map(|b| self.candidate_box(b)).collect();
-        let is_candidate = |m: usize, n: usize| anchor_inside(&anchors[n], &cand_boxes[m]);
-        // (overlap, align) of gt m and candidate anchor n.
-        let candidate_metric = |m: usize, n: usize| -> (f32, f32) {
-            let overlap = ciou(&gt_boxes[m], &pd_bboxes[n]).max(0.0);
-            let score = pd_scores[n * nc + gts[m].class_id];
-            (overlap, score.powf(self.alpha) * overlap.powf(self.beta))
-        };
-        // (overlap, align) of any pair: (0, 0) unless n is a candidate of m.
-        let metric = |m: usize, n: usize| -> (f32, f32) {
-            if is_candidate(m, n) {
-                candidate_metric(m, n)
-            } else {
-                (0.0, 0.0)
-            }
-        };
-
-        // Steps 1-3: each gt's positives (candidates among its top-k metrics).
+    /// Steps 1–3: each gt's positives, the candidates among its top-k
+    /// metrics. An anchor may be positive for several gts.
+    fn select_positives(&self, image: &Image) -> Positives {
+        let n_anchors = image.anchors.len();
         let k = self.topk.min(n_anchors);
-        let mut pos_count = vec![0u32; n_anchors];
-        let mut pos_gt = vec![0usize; n_anchors];
-        // Scratch per anchor for the current gt: 0 other, 1 candidate with
-        // metric 0, 2 metric > 0 (always a candidate).
-        let mut state = vec![0u8; n_anchors];
+        let mut positives = Positives {
+            count: vec![0; n_anchors],
+            gt: vec![0; n_anchors],
+        };
+        let mut kind = vec![AnchorKind::Outside; n_anchors];
         let mut ranked: Vec<(f32, usize)> = Vec::new();
-        for m in 0..gts.len() {
-            state.fill(0);
-            ranked.clear();
-            for (n, st) in state.iter_mut().enumerate() {
-                if is_candidate(m, n) {
-                    let (_, align) = candidate_metric(m, n);
-                    if align > 0.0 {
-                        *st = 2;
-                        ranked.push((align, n));
-                    } else {
-                        *st = 1;
-                    }
-                }
-            }
-            let mut mark = |n: usize| {
-                pos_count[n] += 1;
-                pos_gt[n] = m;
-            };
-            // Larger metric first, then lower index.
-            let order =
-                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if ranked.len() > k {
-                ranked.select_nth_unstable_by(k - 1, order);
-                ranked.truncate(k);
-            }
+        for m in 0..image.gts.len() {
+            image.rank_candidates(m, &mut kind, &mut ranked);
+            keep_top_k(&mut ranked, k);
             for &(_, n) in &ranked {
-                mark(n);
+                positives.mark(n, m);
             }
             // Fewer positive metrics than k: topk fills up with metric-0
             // anchors (lowest index first); the candidates among them count.
             let mut fill = k - ranked.len();
-            for (n, &st) in state.iter().enumerate() {
+            for (n, &kn) in kind.iter().enumerate() {
                 if fill == 0 {
                     break;
                 }
-                match st {
-                    2 => {}
-                    1 => {
-                        mark(n);
+                match kn {
+                    AnchorKind::Ranked => {}
+                    AnchorKind::ZeroMetric => {
+                        positives.mark(n, m);
                         fill -= 1;
                     }
-                    _ => fill -= 1,
+                    AnchorKind::Outside => fill -= 1,
                 }
             }
         }
+        positives
+    }
 
-        // Step 4: an anchor positive for several gts goes to the gt of highest
-        // overlap over all gts (first on ties).
-        let mut assigned: Vec<Option<usize>> = vec![None; n_anchors];
-        for n in 0..n_anchors {
-            assigned[n] = match pos_count[n] {
-                0 => None,
-                1 => Some(pos_gt[n]),
-                _ => {
-                    let mut best = (0usize, f32::NEG_INFINITY);
-                    for m in 0..gts.len() {
-                        let (ov, _) = metric(m, n);
-                        if ov > best.1 {
-                            best = (m, ov);
-                        }
-                    }
-                    Some(best.0)
-                }
-            };
-        }
-
-        // Step 5: targets, with the per-gt normalisation of the metric.
+    /// Step 5: targets, with the per-gt normalisation of the metric.
+    fn targets(&self, image: &Image, assigned: &[Option<usize>]) -> Assignment {
+        let (nc, n_anchors, n_gts) = (self.num_classes, image.anchors.len(), image.gts.len());
         let mut out = Assignment::background(n_anchors, nc);
-        let mut pair = vec![(0.0f32, 0.0f32); n_anchors];
-        let mut max_ov = vec![0.0f32; gts.len()];
-        let mut max_align = vec![0.0f32; gts.len()];
+        let mut metric = vec![Metric::ZERO; n_anchors];
+        // Per gt, the maxima over its final positives.
+        let mut max = vec![Metric::ZERO; n_gts];
         for n in 0..n_anchors {
             let m = assigned[n].unwrap_or(0);
             out.target_gt_idx[n] = m;
-            out.target_labels[n] = gts[m].class_id;
-            out.target_bboxes[n] = gt_boxes[m];
+            out.target_labels[n] = image.gts[m].class_id;
+            out.target_bboxes[n] = image.gt_boxes[m];
             if assigned[n].is_some() {
                 out.fg_mask[n] = true;
-                let (ov, al) = metric(m, n);
-                pair[n] = (ov, al);
-                max_ov[m] = max_ov[m].max(ov);
-                max_align[m] = max_align[m].max(al);
+                metric[n] = image.metric(m, n);
+                max[m].overlap = max[m].overlap.max(metric[n].overlap);
+                max[m].align = max[m].align.max(metric[n].align);
             }
         }
         for n in 0..n_anchors {
             if let Some(m) = assigned[n] {
-                let (_, al) = pair[n];
-                out.target_scores[n * nc + gts[m].class_id] =
-                    al * max_ov[m] / (max_align[m] + self.eps);
+                out.target_scores[n * nc + image.gts[m].class_id] =
+                    metric[n].align * max[m].overlap / (max[m].align + self.eps);
             }
         }
-        Ok(out)
+        out
     }
+}
+
+/// The overlap of a gt and an anchor's predicted box and their alignment.
+#[derive(Debug, Clone, Copy)]
+struct Metric {
+    /// `max(CIoU(gt, pred), 0)`.
+    overlap: f32,
+    /// `score[gt class]^alpha · overlap^beta`.
+    align: f32,
+}
+
+impl Metric {
+    const ZERO: Self = Self {
+        overlap: 0.0,
+        align: 0.0,
+    };
+}
+
+/// An anchor, for the gt being ranked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AnchorKind {
+    /// Not a candidate of the gt.
+    Outside,
+    /// A candidate of metric 0.
+    ZeroMetric,
+    /// A candidate of metric > 0, in the ranking.
+    Ranked,
+}
+
+/// Steps 1–3's result: per anchor, how many gts picked it and the last one.
+struct Positives {
+    /// `[N]` gts for which the anchor is a positive.
+    count: Vec<u32>,
+    /// `[N]` the last such gt (the only one when `count` is 1).
+    gt: Vec<usize>,
+}
+
+impl Positives {
+    fn mark(&mut self, n: usize, m: usize) {
+        self.count[n] += 1;
+        self.gt[n] = m;
+    }
+}
+
+/// One image's inputs as the steps read them: `N` anchors, `M` gts.
+struct Image<'a> {
+    tal: &'a TaskAlignedAssigner,
+    /// `[N * num_classes]` class probabilities.
+    pd_scores: &'a [f32],
+    /// `[N]` predicted `xyxy` boxes, pixels.
+    pd_bboxes: &'a [[f32; 4]],
+    /// `[N]` anchor centres, pixels.
+    anchors: &'a [[f32; 2]],
+    /// `[M]`
+    gts: &'a [Label],
+    /// `[M]` the gts' `xyxy` boxes.
+    gt_boxes: Vec<[f32; 4]>,
+    /// `[M]` the boxes of the candidate test (STAL may widen them).
+    cand_boxes: Vec<[f32; 4]>,
+}
+
+impl<'a> Image<'a> {
+    fn new(
+        tal: &'a TaskAlignedAssigner,
+        pd_scores: &'a [f32],
+        pd_bboxes: &'a [[f32; 4]],
+        anchors: &'a [[f32; 2]],
+        gts: &'a [Label],
+    ) -> Self {
+        let gt_boxes: Vec<[f32; 4]> = gts
+            .iter()
+            .map(|g| [g.bbox.x1, g.bbox.y1, g.bbox.x2, g.bbox.y2])
+            .collect();
+        let cand_boxes: Vec<[f32; 4]> = gt_boxes.iter().map(|b| tal.candidate_box(b)).collect();
+        Self {
+            tal,
+            pd_scores,
+            pd_bboxes,
+            anchors,
+            gts,
+            gt_boxes,
+            cand_boxes,
+        }
+    }
+
+    /// Step 1: anchor `n` is a candidate of gt `m`.
+    fn is_candidate(&self, m: usize, n: usize) -> bool {
+        anchor_inside(&self.anchors[n], &self.cand_boxes[m])
+    }
+
+    /// Step 2: the metric of gt `m` and its candidate anchor `n`.
+    fn candidate_metric(&self, m: usize, n: usize) -> Metric {
+        let overlap = ciou(&self.gt_boxes[m], &self.pd_bboxes[n]).max(0.0);
+        let nc = self.tal.num_classes;
+        let score = self.pd_scores[n * nc + self.gts[m].class_id];
+        Metric {
+            overlap,
+            align: score.powf(self.tal.alpha) * overlap.powf(self.tal.beta),
+        }
+    }
+
+    /// The metric of any pair: zero unless `n` is a candidate of `m`.
+    fn metric(&self, m: usize, n: usize) -> Metric {
+        if self.is_candidate(m, n) {
+            self.candidate_metric(m, n)
+        } else {
+            Metric::ZERO
+        }
+    }
+
+    /// Steps 1–2 for gt `m`: sorts every anchor into `kind` and lists the
+    /// candidates of positive metric as `(align, anchor)` in `ranked`.
+    fn rank_candidates(&self, m: usize, kind: &mut [AnchorKind], ranked: &mut Vec<(f32, usize)>) {
+        kind.fill(AnchorKind::Outside);
+        ranked.clear();
+        for (n, kn) in kind.iter_mut().enumerate() {
+            if self.is_candidate(m, n) {
+                let align = self.candidate_metric(m, n).align;
+                if align > 0.0 {
+                    *kn = AnchorKind::Ranked;
+                    ranked.push((align, n));
+                } else {
+                    *kn = AnchorKind::ZeroMetric;
+                }
+            }
+        }
+    }
+
+    /// Step 4's choice for a contested anchor `n`: the gt of highest overlap
+    /// over all gts (first on ties).
+    fn highest_overlap_gt(&self, n: usize) -> usize {
+        let mut best = (0usize, f32::NEG_INFINITY);
+        for m in 0..self.gts.len() {
+            let ov = self.metric(m, n).overlap;
+            if ov > best.1 {
+                best = (m, ov);
+            }
+        }
+        best.0
+    }
+}
+
+/// Step 3: keeps the `k` largest metrics of `ranked`, larger metric first,
+/// then lower index (the kept set; not sorted).
+fn keep_top_k(ranked: &mut Vec<(f32, usize)>, k: usize) {
+    let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if ranked.len() > k {
+        ranked.select_nth_unstable_by(k - 1, order);
+        ranked.truncate(k);
+    }
+}
+
+/// Step 4: the gt of each anchor (`None` for background); an anchor
+/// positive for several gts goes to the gt of highest overlap.
+fn resolve_conflicts(image: &Image, positives: &Positives) -> Vec<Option<usize>> {
+    (0..image.anchors.len())
+        .map(|n| match positives.count[n] {
+            0 => None,
+            1 => Some(positives.gt[n]),
+            _ => Some(image.highest_overlap_gt(n)),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -246,21 +246,41 @@ impl Emitter {
         imgsz: usize,
         scope: &str,
     ) -> Result<String> {
-        let nc = h.nc();
+        // The grid (H, W) of each level.
+        let shapes: Vec<(usize, usize)> = STRIDES.iter().map(|s| (imgsz / s, imgsz / s)).collect();
+        let levels = self.head_levels(f, h, &shapes, scope)?;
+        let n: usize = shapes.iter().map(|(a, b)| a * b).sum();
+        let (box_logits, cls_logits) = self.concat_levels(&levels, h.nc(), scope);
+        let dist = self.dfl_expectation(&box_logits, n, scope); // [B, 4, N] cells
+        let (anchors, strides) = self.anchor_constants(&shapes, n, scope)?;
+        let xywh = self.dist2bbox_xywh(&dist, &anchors, scope); // [B, 4, N] cells
+        let boxes = self.g.node(scope, "Mul", &[&xywh, &strides], vec![]); // [B, 4, N] pixels
+        let scores = self.g.node(scope, "Sigmoid", &[&cls_logits], vec![]); // [B, nc, N]
+        self.concat(&[&boxes, &scores], 1, scope);
+        self.g.rename_last_output(OUTPUT_NAME);
+        Ok(OUTPUT_NAME.to_string())
+    }
+
+    /// Per level: the box (`cv2`) and class (`cv3`) branches, concatenated
+    /// and flattened, `[B, 4·16 + nc, H, W]` → `[B, no, H·W]`; `shapes` are
+    /// the levels' grids `(H, W)`.
+    fn head_levels(
+        &mut self,
+        f: &[String; 3],
+        h: &DetectHead,
+        shapes: &[(usize, usize)],
+        scope: &str,
+    ) -> Result<Vec<String>> {
         let no = h.no();
-        // Per level: [B, 4·16 + nc, H, W] → [B, no, H·W].
         let mut flat = Vec::with_capacity(3);
-        let mut shapes = Vec::with_capacity(3);
-        for (l, (x, s)) in f.iter().zip(STRIDES).enumerate() {
-            let g = imgsz / s;
-            shapes.push((g, g));
+        for (l, (x, &(gh, gw))) in f.iter().zip(shapes).enumerate() {
             let boxes = self.branch(x, &h.cv2[l], &format!("{scope}.cv2.{l}"))?;
             let classes = self.branch(x, &h.cv3[l], &format!("{scope}.cv3.{l}"))?;
             let cat = self.concat(&[&boxes, &classes], 1, &format!("{scope}.level{l}"));
             // -1 keeps the batch dimension free for dynamic-batch exports.
             let shape = self.g.init_i64(
                 &format!("{scope}.level{l}.shape"),
-                &[-1, no as i64, (g * g) as i64],
+                &[-1, no as i64, (gh * gw) as i64],
             );
             flat.push(self.g.node(
                 &format!("{scope}.level{l}"),
@@ -269,22 +289,32 @@ impl Emitter {
                 vec![],
             ));
         }
-        let n: usize = shapes.iter().map(|(a, b)| a * b).sum();
-        let refs: Vec<&str> = flat.iter().map(String::as_str).collect();
+        Ok(flat)
+    }
+
+    /// The levels `[B, no, H_l·W_l]` concatenated to `[B, no, N]` and split
+    /// into box logits `[B, 4·16, N]` and class logits `[B, nc, N]`.
+    fn concat_levels(&mut self, levels: &[String], nc: usize, scope: &str) -> (String, String) {
+        let refs: Vec<&str> = levels.iter().map(String::as_str).collect();
         let x = self.concat(&refs, 2, scope); // [B, no, N]
         let split = self
             .g
             .init_i64(&format!("{scope}.split"), &[4 * REG_MAX as i64, nc as i64]);
-        let parts = self
+        let mut parts = self
             .g
             .node_n(scope, "Split", &[&x, &split], 2, vec![attr_int("axis", 1)]);
-        let (box_logits, cls_logits) = (&parts[0], &parts[1]);
+        let cls_logits = parts.pop().expect("two parts");
+        let box_logits = parts.pop().expect("two parts");
+        (box_logits, cls_logits)
+    }
 
-        // DFL: [B, 64, N] → [B, 4, 16, N]; the expectation Σ softmax(x)_i · i
-        // over the 16 bins (axis 2) as Σ e_i·i / Σ e_i with e = exp(x − max x):
-        // the same numbers as Softmax → Mul → ReduceSum, but tract runs a
-        // Softmax node down a slow generic path (11.8 ms of a 28 ms frame for
-        // student-p at 256 on one thread; these plain ops take about 2 ms).
+    /// DFL: `[B, 64, N]` → `[B, 4, 16, N]`; the expectation Σ softmax(x)_i · i
+    /// over the 16 bins (axis 2) as Σ e_i·i / Σ e_i with e = exp(x − max x),
+    /// giving the side distances `[B, 4, N]` in grid cells. The same numbers
+    /// as Softmax → Mul → ReduceSum, but tract runs a Softmax node down a
+    /// slow generic path (11.8 ms of a 28 ms frame for student-p at 256 on
+    /// one thread; these plain ops take about 2 ms).
+    fn dfl_expectation(&mut self, box_logits: &str, n: usize, scope: &str) -> String {
         let dfl = format!("{scope}.dfl");
         let shape = self
             .g
@@ -316,10 +346,19 @@ impl Emitter {
             &[&e, &axes],
             vec![attr_int("keepdims", 0)],
         );
-        let dist = self.g.node(&dfl, "Div", &[&num, &den], vec![]); // [B, 4, N] cells
+        self.g.node(&dfl, "Div", &[&num, &den], vec![]) // [B, 4, N] cells
+    }
 
-        // dist2bbox (xywh) and scale to pixels, as ultralytics' Detect.
-        let (points, strides) = make_anchors(&shapes, &STRIDES, 0.5, &candle_core::Device::Cpu)?;
+    /// The anchor points `[1, 2, N]` (grid cells: all x, then all y) and the
+    /// stride of each anchor `[1, 1, N]` as initializers, for an input whose
+    /// levels have grids `shapes`.
+    fn anchor_constants(
+        &mut self,
+        shapes: &[(usize, usize)],
+        n: usize,
+        scope: &str,
+    ) -> Result<(String, String)> {
+        let (points, strides) = make_anchors(shapes, &STRIDES, 0.5, &candle_core::Device::Cpu)?;
         let points = to_vec(&points.t()?, "anchor points")?; // [2, N]: all x, then all y
         let anchors = self
             .g
@@ -329,23 +368,25 @@ impl Emitter {
             &[1, 1, n],
             &to_vec(&strides, "strides")?,
         );
+        Ok((anchors, strides))
+    }
+
+    /// dist2bbox (xywh), as ultralytics' Detect: side distances `[B, 4, N]`
+    /// (l, t, r, b) and anchors `[1, 2, N]` to `cx, cy, w, h` `[B, 4, N]`,
+    /// all in grid cells.
+    fn dist2bbox_xywh(&mut self, dist: &str, anchors: &str, scope: &str) -> String {
         let two = self.g.init_f32(&format!("{scope}.two"), &[1], &[2.0]);
         let d = format!("{scope}.dist2bbox");
         let halves = self.g.init_i64(&format!("{d}.split"), &[2, 2]);
         let lt_rb = self
             .g
-            .node_n(&d, "Split", &[&dist, &halves], 2, vec![attr_int("axis", 1)]);
-        let x1y1 = self.g.node(&d, "Sub", &[&anchors, &lt_rb[0]], vec![]);
-        let x2y2 = self.g.node(&d, "Add", &[&anchors, &lt_rb[1]], vec![]);
+            .node_n(&d, "Split", &[dist, &halves], 2, vec![attr_int("axis", 1)]);
+        let x1y1 = self.g.node(&d, "Sub", &[anchors, &lt_rb[0]], vec![]);
+        let x2y2 = self.g.node(&d, "Add", &[anchors, &lt_rb[1]], vec![]);
         let sum = self.g.node(&d, "Add", &[&x1y1, &x2y2], vec![]);
         let c_xy = self.g.node(&d, "Div", &[&sum, &two], vec![]);
         let wh = self.g.node(&d, "Sub", &[&x2y2, &x1y1], vec![]);
-        let xywh = self.concat(&[&c_xy, &wh], 1, &d);
-        let boxes = self.g.node(scope, "Mul", &[&xywh, &strides], vec![]); // [B, 4, N] pixels
-        let scores = self.g.node(scope, "Sigmoid", &[cls_logits], vec![]); // [B, nc, N]
-        self.concat(&[&boxes, &scores], 1, scope);
-        self.g.rename_last_output(OUTPUT_NAME);
-        Ok(OUTPUT_NAME.to_string())
+        self.concat(&[&c_xy, &wh], 1, &d)
     }
 
     /// The whole model: `images` → `output0`.
