@@ -7,7 +7,7 @@
 
 use super::noise::{falloff, fbm, gauss};
 use super::raster::Layers;
-use super::scene::{CarView, Scene};
+use super::scene::{CarView, Scene, SceneObject, StreetLamp};
 use crate::shared::condition::Condition;
 use image::{GrayImage, RgbImage};
 use std::sync::OnceLock;
@@ -30,21 +30,48 @@ struct LightPool {
     power: f32,
 }
 
+/// Headlight colour (linear RGB).
+const HEADLIGHT_WHITE: [f32; 3] = [1.0, 0.97, 0.88];
+/// Tail-light colour (linear RGB).
+const TAIL_LIGHT_RED: [f32; 3] = [1.0, 0.08, 0.05];
+
+/// The lights of a night scene: street lamps, then the lights of cars that
+/// have them on. Nothing by day or in fog. The order is kept as it is:
+/// glare and light pools are summed in it, so it decides the last bits of
+/// every pixel.
 fn night_lights(scene: &Scene) -> (Vec<Emitter>, Vec<LightPool>) {
-    let (mut emitters, mut pools) = (Vec::new(), Vec::new());
+    let mut lights = NightLights::default();
     if scene.condition != Condition::Night {
-        return (emitters, pools);
+        return (lights.emitters, lights.pools);
     }
     for lamp in &scene.lamps {
+        lights.add_street_lamp(scene, lamp);
+    }
+    for obj in scene.objects.iter().filter(|o| o.lights_on) {
+        lights.add_car(scene, obj);
+    }
+    (lights.emitters, lights.pools)
+}
+
+/// Emitters and light pools collected by [`night_lights`].
+#[derive(Default)]
+struct NightLights {
+    emitters: Vec<Emitter>,
+    pools: Vec<LightPool>,
+}
+
+impl NightLights {
+    /// A lit lamp head up on its pole and the pool of light under it.
+    fn add_street_lamp(&mut self, scene: &Scene, lamp: &StreetLamp) {
         let px_per_m = scene.focal_px / lamp.z_m;
-        emitters.push(Emitter {
+        self.emitters.push(Emitter {
             x_px: scene.screen_x(lamp.x_m, lamp.z_m),
             y_px: scene.screen_y(lamp.z_m) - lamp.height_m * px_per_m,
             size_px: (0.5 * px_per_m).max(1.0),
             colour: lamp.colour,
             power: lamp.power,
         });
-        pools.push(LightPool {
+        self.pools.push(LightPool {
             x_m: lamp.x_m,
             z_m: lamp.z_m,
             radius_m: lamp.height_m * 1.1,
@@ -52,67 +79,82 @@ fn night_lights(scene: &Scene) -> (Vec<Emitter>, Vec<LightPool>) {
             power: lamp.power * 1.4,
         });
     }
-    for obj in scene.objects.iter().filter(|o| o.lights_on) {
+
+    /// The lights a car with lights on shows from its side of view:
+    /// headlights and the road lit ahead (front, side), tail lights (rear).
+    fn add_car(&mut self, scene: &Scene, obj: &SceneObject) {
         let x_m = (obj.x0_px + obj.w_px / 2.0 - scene.width_px as f32 / 2.0) * obj.depth_m
             / scene.focal_px;
-        let size_px = (0.05 * obj.w_px).max(0.8);
-        let y = obj.y0_px + 0.52 * obj.h_px;
-        let white = [1.0, 0.97, 0.88];
+        let lamp = CarLamp {
+            size_px: (0.05 * obj.w_px).max(0.8),
+            y_px: obj.y0_px + 0.52 * obj.h_px,
+        };
         match obj.car_view {
-            CarView::Front => {
-                for u in [0.1, 0.9] {
-                    emitters.push(Emitter {
-                        x_px: obj.x0_px + u * obj.w_px,
-                        y_px: y,
-                        size_px,
-                        colour: white,
-                        power: 2.5,
-                    });
-                }
-                pools.push(LightPool {
-                    x_m,
-                    z_m: obj.depth_m - 7.0,
-                    radius_m: 5.0,
-                    colour: white,
-                    power: 1.2,
-                });
-            }
-            CarView::Side { facing_right } => {
-                let (u, dir) = if facing_right {
-                    (0.98, 1.0)
-                } else {
-                    (0.02, -1.0)
-                };
-                emitters.push(Emitter {
-                    x_px: obj.x0_px + u * obj.w_px,
-                    y_px: y,
-                    size_px,
-                    colour: white,
-                    power: 0.8,
-                });
-                pools.push(LightPool {
-                    x_m: x_m + dir * 7.0,
-                    z_m: obj.depth_m,
-                    radius_m: 5.0,
-                    colour: white,
-                    power: 1.0,
-                });
-            }
-            CarView::Rear => {
-                for u in [0.1, 0.9] {
-                    let red = [1.0, 0.08, 0.05];
-                    emitters.push(Emitter {
-                        x_px: obj.x0_px + u * obj.w_px,
-                        y_px: y,
-                        size_px,
-                        colour: red,
-                        power: 0.35,
-                    });
-                }
-            }
+            CarView::Front => self.add_headlights(obj, &lamp, x_m),
+            CarView::Side { facing_right } => self.add_side_light(obj, &lamp, x_m, facing_right),
+            CarView::Rear => self.add_tail_lights(obj, &lamp),
         }
     }
-    (emitters, pools)
+
+    /// Both headlights facing the camera, lighting the road in front.
+    fn add_headlights(&mut self, obj: &SceneObject, lamp: &CarLamp, x_m: f32) {
+        for u in [0.1, 0.9] {
+            self.emitters
+                .push(lamp.emitter(obj, u, HEADLIGHT_WHITE, 2.5));
+        }
+        self.pools.push(LightPool {
+            x_m,
+            z_m: obj.depth_m - 7.0,
+            radius_m: 5.0,
+            colour: HEADLIGHT_WHITE,
+            power: 1.2,
+        });
+    }
+
+    /// The headlight at the car's front end, lighting the road ahead of it.
+    fn add_side_light(&mut self, obj: &SceneObject, lamp: &CarLamp, x_m: f32, facing_right: bool) {
+        let (u, dir) = if facing_right {
+            (0.98, 1.0)
+        } else {
+            (0.02, -1.0)
+        };
+        self.emitters
+            .push(lamp.emitter(obj, u, HEADLIGHT_WHITE, 0.8));
+        self.pools.push(LightPool {
+            x_m: x_m + dir * 7.0,
+            z_m: obj.depth_m,
+            radius_m: 5.0,
+            colour: HEADLIGHT_WHITE,
+            power: 1.0,
+        });
+    }
+
+    /// Both tail lights; they light nothing.
+    fn add_tail_lights(&mut self, obj: &SceneObject, lamp: &CarLamp) {
+        for u in [0.1, 0.9] {
+            self.emitters
+                .push(lamp.emitter(obj, u, TAIL_LIGHT_RED, 0.35));
+        }
+    }
+}
+
+/// Size and screen row shared by all lamps of one car.
+struct CarLamp {
+    size_px: f32,
+    y_px: f32,
+}
+
+impl CarLamp {
+    /// A lamp at fraction `u` of the car's width.
+    fn emitter(&self, obj: &SceneObject, u: f32, colour: [f32; 3], power: f32) -> Emitter {
+        Emitter {
+            x_px: obj.x0_px + u * obj.w_px,
+            y_px: self.y_px,
+            size_px: self.size_px,
+            colour,
+            power,
+        }
+    }
 }
 
 /// Linear light in [0, 1] to 8-bit sRGB-like display values (gamma 1/2.2),

@@ -408,6 +408,12 @@ impl Scene {
         })
     }
 
+    /// Samples one object of `kind` (in a group with `near` when given):
+    /// size and depth, then view, width, position and looks. `None` when
+    /// its feet would fall below the frame or it would be too wide.
+    ///
+    /// The draws happen in this order on purpose: pairs are reproducible by
+    /// seed, so reordering them would change every generated dataset.
     fn sample_object(
         &self,
         kind: ObjectKind,
@@ -415,6 +421,48 @@ impl Scene {
         rng: &mut ChaCha8Rng,
     ) -> Option<SceneObject> {
         let (w, h) = (self.width_px as f32, self.height_px as f32);
+        let (h_px, depth_m) = self.sample_size(kind, near, rng);
+        let foot_y = self.screen_y(depth_m);
+        if foot_y > h + 0.1 * h_px {
+            return None;
+        }
+        let car_view = sample_car_view(rng);
+        let w_px = sample_width(kind, car_view, h_px, rng);
+        if w_px > 0.36 * w {
+            return None;
+        }
+        let x_m = self.sample_lateral_m(kind, near, w_px, depth_m, rng);
+        let cx = self.screen_x(x_m, depth_m);
+        let night = self.condition == Condition::Night;
+        let engine_on = rng.random_bool(0.8);
+        let (colour_a, colour_b, skin) = sample_colours(kind, rng);
+        Some(SceneObject {
+            kind,
+            x0_px: cx - w_px / 2.0,
+            y0_px: foot_y - h_px,
+            w_px,
+            h_px,
+            depth_m,
+            colour_a,
+            colour_b,
+            skin,
+            stride: rng.random_range(-1.0..1.0),
+            car_view,
+            engine_on,
+            lights_on: night && engine_on && rng.random_bool(0.7),
+            temp_offset: rng.random_range(-0.05..0.05),
+        })
+    }
+
+    /// Pixel height and depth (metres) of a new object: a log-uniform pixel
+    /// height, or, in a group, a depth close to the `near` object's.
+    fn sample_size(
+        &self,
+        kind: ObjectKind,
+        near: Option<&SceneObject>,
+        rng: &mut ChaCha8Rng,
+    ) -> (f32, f32) {
+        let h = self.height_px as f32;
         let (real_h, min_px, max_px) = match kind {
             ObjectKind::Person => (PERSON_HEIGHT_M, 8.0f32, 0.34 * h),
             ObjectKind::Car => (CAR_HEIGHT_M, 6.0f32, 0.30 * h),
@@ -427,28 +475,22 @@ impl Scene {
                 (other.depth_m * rng.random_range(0.85..1.2)).max(real_h * self.focal_px / max_px);
             h_px = real_h * self.focal_px / depth_m;
         }
-        let foot_y = self.screen_y(depth_m);
-        if foot_y > h + 0.1 * h_px {
-            return None;
-        }
-        let car_view = match rng.random_range(0..4) {
-            0 => CarView::Front,
-            1 => CarView::Rear,
-            _ => CarView::Side {
-                facing_right: rng.random_bool(0.5),
-            },
-        };
-        let w_px = match kind {
-            ObjectKind::Person => h_px * rng.random_range(0.36..0.42),
-            ObjectKind::Car => match car_view {
-                CarView::Side { .. } => h_px * rng.random_range(2.5..3.0),
-                _ => h_px * rng.random_range(1.15..1.3),
-            },
-        };
-        if w_px > 0.36 * w {
-            return None;
-        }
-        let x_m = match (kind, near) {
+        (h_px, depth_m)
+    }
+
+    /// Lateral offset (metres) of a new object of pixel width `w_px` at
+    /// `depth_m`: beside the `near` object of a group, cars on the road,
+    /// people on the road or on either side of it.
+    fn sample_lateral_m(
+        &self,
+        kind: ObjectKind,
+        near: Option<&SceneObject>,
+        w_px: f32,
+        depth_m: f32,
+        rng: &mut ChaCha8Rng,
+    ) -> f32 {
+        let w = self.width_px as f32;
+        match (kind, near) {
             (_, Some(other)) => {
                 let cx = other.x0_px + other.w_px / 2.0 + rng.random_range(-1.2..1.2) * w_px;
                 (cx - w / 2.0) * depth_m / self.focal_px
@@ -464,33 +506,47 @@ impl Scene {
                     self.road_x_m + side * (self.road_half_m + rng.random_range(0.3..8.0))
                 }
             }
-        };
-        let cx = self.screen_x(x_m, depth_m);
-        let night = self.condition == Condition::Night;
-        let engine_on = rng.random_bool(0.8);
-        Some(SceneObject {
-            kind,
-            x0_px: cx - w_px / 2.0,
-            y0_px: foot_y - h_px,
-            w_px,
-            h_px,
-            depth_m,
-            colour_a: pick_jittered(
-                rng,
-                if kind == ObjectKind::Car {
-                    &PAINT
-                } else {
-                    &CLOTHES
-                },
-                0.25,
-            ),
-            colour_b: pick_jittered(rng, &JEANS, 0.25),
-            skin: pick_jittered(rng, &SKIN, 0.1),
-            stride: rng.random_range(-1.0..1.0),
-            car_view,
-            engine_on,
-            lights_on: night && engine_on && rng.random_bool(0.7),
-            temp_offset: rng.random_range(-0.05..0.05),
-        })
+        }
     }
+}
+
+/// Which side of a car faces the camera. Drawn for people too, who ignore
+/// it: the draw is part of every object's seeded sequence.
+fn sample_car_view(rng: &mut ChaCha8Rng) -> CarView {
+    match rng.random_range(0..4) {
+        0 => CarView::Front,
+        1 => CarView::Rear,
+        _ => CarView::Side {
+            facing_right: rng.random_bool(0.5),
+        },
+    }
+}
+
+/// Pixel width of an object `h_px` tall: people are slim, cars long from
+/// the side and squarer from the front or rear.
+fn sample_width(kind: ObjectKind, car_view: CarView, h_px: f32, rng: &mut ChaCha8Rng) -> f32 {
+    match kind {
+        ObjectKind::Person => h_px * rng.random_range(0.36..0.42),
+        ObjectKind::Car => match car_view {
+            CarView::Side { .. } => h_px * rng.random_range(2.5..3.0),
+            _ => h_px * rng.random_range(1.15..1.3),
+        },
+    }
+}
+
+/// Main colour (car paint or top), trousers and skin of an object, drawn in
+/// that order.
+fn sample_colours(kind: ObjectKind, rng: &mut ChaCha8Rng) -> ([f32; 3], [f32; 3], [f32; 3]) {
+    let main = pick_jittered(
+        rng,
+        if kind == ObjectKind::Car {
+            &PAINT
+        } else {
+            &CLOTHES
+        },
+        0.25,
+    );
+    let trousers = pick_jittered(rng, &JEANS, 0.25);
+    let skin = pick_jittered(rng, &SKIN, 0.1);
+    (main, trousers, skin)
 }
