@@ -26,11 +26,11 @@ import time
 
 import torch
 
-SCALES = {  # depth, width, max_channels: src/model/config.rs
+SCALES = {  # depth, width, max_channels: src/trainer/model/config.rs
     "student-n": (0.33, 0.25, 1024),
     "student-p": (0.33, 0.125, 1024),
 }
-NAMES = ["person", "car"]  # src/synth/scene.rs CLASS_NAMES
+NAMES = ["person", "car"]  # src/shared/synth/scene.rs CLASS_NAMES
 
 
 def yolov8_yaml(scale):

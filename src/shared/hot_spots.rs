@@ -5,7 +5,11 @@
 //! the data → evaluation path before any model exists.
 
 use crate::shared::bbox::{BBox, Detection};
+use crate::shared::data::Dataset;
+use crate::shared::eval::{evaluate_dataset, EvalImage, EvalReport};
+use anyhow::Result;
 use image::GrayImage;
+use rayon::prelude::*;
 
 /// Tunables of [`detect_hot_spots`].
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +128,25 @@ pub fn detect_hot_spots(ir: &GrayImage, params: &HotSpotParams) -> Vec<Detection
         });
     }
     detections
+}
+
+/// Runs [`detect_hot_spots`] on every pair of `dataset` (IR only) and
+/// scores it against the labels, overall and per condition. The first
+/// pair that fails to load is the error.
+pub fn evaluate_on_dataset(dataset: &Dataset, params: &HotSpotParams) -> Result<EvalReport> {
+    let images: Vec<EvalImage> = dataset
+        .samples
+        .par_iter()
+        .map(|s| {
+            let pair = dataset.load_pair(s)?;
+            Ok(EvalImage {
+                labels: pair.labels,
+                detections: detect_hot_spots(&pair.ir, params),
+                condition: pair.condition,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(evaluate_dataset(&dataset.names, &images))
 }
 
 #[cfg(test)]

@@ -4,10 +4,8 @@
 
 use anyhow::{Context, Result};
 use irdistill::shared::data::Dataset;
-use irdistill::shared::eval::{evaluate_dataset, EvalImage};
-use irdistill::shared::hot_spots::{detect_hot_spots, HotSpotParams};
+use irdistill::shared::hot_spots::{evaluate_on_dataset, HotSpotParams};
 use irdistill::shared::synth::{writer, Generator, SynthConfig};
-use rayon::prelude::*;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -39,23 +37,10 @@ pub fn run(args: Args) -> Result<()> {
     println!("contact sheet (RGB | IR | labels): {}", preview.display());
 
     let dataset = Dataset::open(&data_dir)?;
-    let params = HotSpotParams::default();
-    let images: Vec<EvalImage> = dataset
-        .samples
-        .par_iter()
-        .map(|s| {
-            let pair = dataset.load_pair(s)?;
-            Ok(EvalImage {
-                labels: pair.labels,
-                detections: detect_hot_spots(&pair.ir, &params),
-                condition: pair.condition,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let report = evaluate_dataset(&dataset.names, &images);
+    let report = evaluate_on_dataset(&dataset, &HotSpotParams::default())?;
     println!(
         "\nthermal hot-spot baseline (no training, IR only) on {} pairs:",
-        images.len()
+        dataset.samples.len()
     );
     println!("{}", report.table());
     let json = report.to_json();
