@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use crate::device::capture::source::{parse_pixel_format, SourceConfig, SourceSpec};
+use crate::device::capture::source::{
+    parse_pixel_format, SourceConfig, SourceSpec, SyntheticConfig,
+};
 use crate::device::capture::PixelFormat;
 use crate::device::postprocess::{Zone, ZoneMode};
 use crate::device::track::TrackerConfig;
@@ -240,6 +242,173 @@ pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr> {
         .with_context(|| format!("{s:?} is not ADDR:PORT (e.g. 127.0.0.1:9464) or a port"))
 }
 
+impl CameraConfig {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            !self.name.is_empty()
+                && !self.name.contains(['/', '+', '#'])
+                && !self.name.chars().any(char::is_whitespace),
+            "camera.name {:?} must be non-empty, without '/', '+', '#' or spaces (it is an MQTT topic level)",
+            self.name
+        );
+        Ok(())
+    }
+}
+
+fn validate_synthetic(syn: &SyntheticConfig) -> Result<()> {
+    ensure!(
+        !syn.conditions.is_empty(),
+        "source.synthetic.conditions must name at least one of day, night, fog"
+    );
+    for c in &syn.conditions {
+        c.parse::<Condition>()
+            .with_context(|| format!("source.synthetic.conditions: {c:?}"))?;
+    }
+    ensure!(
+        syn.hold_frames >= 1 && syn.scenes_per_condition >= 1,
+        "source.synthetic.hold_frames and scenes_per_condition must be at least 1"
+    );
+    Ok(())
+}
+
+impl ReconnectConfig {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.initial_ms >= 1 && self.max_ms >= self.initial_ms,
+            "reconnect.initial_ms must be ≥ 1 and ≤ reconnect.max_ms (got {} and {})",
+            self.initial_ms,
+            self.max_ms
+        );
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    fn validate(&self) -> Result<()> {
+        if let Some(s) = self.imgsz {
+            ensure!(
+                (32..=4096).contains(&s),
+                "model.imgsz must be 32..=4096, got {s}"
+            );
+        }
+        if let Some(n) = &self.names {
+            ensure!(!n.is_empty(), "model.names must not be empty");
+        }
+        ensure!(
+            (1..=256).contains(&self.threads),
+            "model.threads must be 1..=256, got {}",
+            self.threads
+        );
+        Ok(())
+    }
+}
+
+impl DetectConfig {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.conf),
+            "detect.conf must be in 0..=1, got {}",
+            self.conf
+        );
+        for (label, t) in &self.class_conf {
+            ensure!(
+                (0.0..=1.0).contains(t),
+                "detect.class_conf.{label} must be in 0..=1, got {t}"
+            );
+        }
+        ensure!(
+            (0.0..=1.0).contains(&self.iou),
+            "detect.iou must be in 0..=1, got {}",
+            self.iou
+        );
+        ensure!(
+            self.max_det >= 1,
+            "detect.max_det must be at least 1, got {}",
+            self.max_det
+        );
+        ensure!(
+            self.min_area_px >= 0.0 && self.min_area_px.is_finite(),
+            "detect.min_area_px must be ≥ 0, got {}",
+            self.min_area_px
+        );
+        if let Some(m) = self.max_area_px {
+            ensure!(
+                m > self.min_area_px,
+                "detect.max_area_px ({m}) must exceed detect.min_area_px ({})",
+                self.min_area_px
+            );
+        }
+        Ok(())
+    }
+}
+
+fn validate_zones(zones: &[ZoneConfig]) -> Result<()> {
+    for (i, z) in zones.iter().enumerate() {
+        ensure!(
+            z.points.len() >= 3,
+            "zones[{i}].points ({:?}) needs at least 3 vertices, got {}",
+            z.name,
+            z.points.len()
+        );
+        for p in &z.points {
+            ensure!(
+                p.iter().all(|v| (0.0..=1.0).contains(v)),
+                "zones[{i}].points ({:?}): {p:?} is outside 0..1 (fractions of the frame)",
+                z.name
+            );
+        }
+    }
+    Ok(())
+}
+
+impl TrackConfig {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.high_score),
+            "track.high_score must be in 0..=1, got {}",
+            self.high_score
+        );
+        ensure!(
+            self.match_iou > 0.0 && self.match_iou <= 1.0,
+            "track.match_iou must be in (0, 1], got {}",
+            self.match_iou
+        );
+        Ok(())
+    }
+}
+
+impl SnapshotConfig {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            (1..=100).contains(&self.jpeg_quality),
+            "snapshots.jpeg_quality must be 1..=100, got {}",
+            self.jpeg_quality
+        );
+        ensure!(
+            self.max_total_bytes >= 1 << 16,
+            "snapshots.max_total_bytes must be at least 65536, got {}",
+            self.max_total_bytes
+        );
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            (1..=64).contains(&self.queue_frames),
+            "pipeline.queue_frames must be 1..=64, got {}",
+            self.queue_frames
+        );
+        ensure!(
+            self.stall_ms >= 100,
+            "pipeline.stall_ms must be at least 100, got {}",
+            self.stall_ms
+        );
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads and validates `path`; errors name the file and the field.
     pub fn load(path: &Path) -> Result<Config> {
@@ -255,15 +424,23 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks every value; the error names the field.
+    /// Checks every value; the error names the field. Sections are
+    /// checked in file order, so the first error is the first bad field.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            !self.camera.name.is_empty()
-                && !self.camera.name.contains(['/', '+', '#'])
-                && !self.camera.name.chars().any(char::is_whitespace),
-            "camera.name {:?} must be non-empty, without '/', '+', '#' or spaces (it is an MQTT topic level)",
-            self.camera.name
-        );
+        self.camera.validate()?;
+        self.validate_source()?;
+        self.reconnect.validate()?;
+        self.model.validate()?;
+        self.detect.validate()?;
+        validate_zones(&self.zones)?;
+        self.track.validate()?;
+        self.validate_outputs()?;
+        self.pipeline.validate()?;
+        self.validate_mqtt()
+    }
+
+    /// `[source]` and `[source.synthetic]`.
+    fn validate_source(&self) -> Result<()> {
         self.source_spec().context("source.spec")?;
         let s = &self.source;
         ensure!(
@@ -290,126 +467,24 @@ impl Config {
             "source.timeout_ms must be at least 10, got {}",
             s.timeout_ms
         );
-        let syn = &s.synthetic;
-        ensure!(
-            !syn.conditions.is_empty(),
-            "source.synthetic.conditions must name at least one of day, night, fog"
-        );
-        for c in &syn.conditions {
-            c.parse::<Condition>()
-                .with_context(|| format!("source.synthetic.conditions: {c:?}"))?;
-        }
-        ensure!(
-            syn.hold_frames >= 1 && syn.scenes_per_condition >= 1,
-            "source.synthetic.hold_frames and scenes_per_condition must be at least 1"
-        );
-        ensure!(
-            self.reconnect.initial_ms >= 1 && self.reconnect.max_ms >= self.reconnect.initial_ms,
-            "reconnect.initial_ms must be ≥ 1 and ≤ reconnect.max_ms (got {} and {})",
-            self.reconnect.initial_ms,
-            self.reconnect.max_ms
-        );
-        if let Some(s) = self.model.imgsz {
-            ensure!(
-                (32..=4096).contains(&s),
-                "model.imgsz must be 32..=4096, got {s}"
-            );
-        }
-        if let Some(n) = &self.model.names {
-            ensure!(!n.is_empty(), "model.names must not be empty");
-        }
-        ensure!(
-            (1..=256).contains(&self.model.threads),
-            "model.threads must be 1..=256, got {}",
-            self.model.threads
-        );
-        let d = &self.detect;
-        ensure!(
-            (0.0..=1.0).contains(&d.conf),
-            "detect.conf must be in 0..=1, got {}",
-            d.conf
-        );
-        for (label, t) in &d.class_conf {
-            ensure!(
-                (0.0..=1.0).contains(t),
-                "detect.class_conf.{label} must be in 0..=1, got {t}"
-            );
-        }
-        ensure!(
-            (0.0..=1.0).contains(&d.iou),
-            "detect.iou must be in 0..=1, got {}",
-            d.iou
-        );
-        ensure!(
-            d.max_det >= 1,
-            "detect.max_det must be at least 1, got {}",
-            d.max_det
-        );
-        ensure!(
-            d.min_area_px >= 0.0 && d.min_area_px.is_finite(),
-            "detect.min_area_px must be ≥ 0, got {}",
-            d.min_area_px
-        );
-        if let Some(m) = d.max_area_px {
-            ensure!(
-                m > d.min_area_px,
-                "detect.max_area_px ({m}) must exceed detect.min_area_px ({})",
-                d.min_area_px
-            );
-        }
-        for (i, z) in self.zones.iter().enumerate() {
-            ensure!(
-                z.points.len() >= 3,
-                "zones[{i}].points ({:?}) needs at least 3 vertices, got {}",
-                z.name,
-                z.points.len()
-            );
-            for p in &z.points {
-                ensure!(
-                    p.iter().all(|v| (0.0..=1.0).contains(v)),
-                    "zones[{i}].points ({:?}): {p:?} is outside 0..1 (fractions of the frame)",
-                    z.name
-                );
-            }
-        }
-        let t = &self.track;
-        ensure!(
-            (0.0..=1.0).contains(&t.high_score),
-            "track.high_score must be in 0..=1, got {}",
-            t.high_score
-        );
-        ensure!(
-            t.match_iou > 0.0 && t.match_iou <= 1.0,
-            "track.match_iou must be in (0, 1], got {}",
-            t.match_iou
-        );
+        validate_synthetic(&s.synthetic)
+    }
+
+    /// Where results go: `[output]`, `[snapshots]`, `[http]`.
+    fn validate_outputs(&self) -> Result<()> {
         if let Some(j) = &self.output.jsonl {
             ensure!(!j.is_empty(), "output.jsonl must be a path or \"-\"");
         }
-        let sn = &self.snapshots;
-        ensure!(
-            (1..=100).contains(&sn.jpeg_quality),
-            "snapshots.jpeg_quality must be 1..=100, got {}",
-            sn.jpeg_quality
-        );
-        ensure!(
-            sn.max_total_bytes >= 1 << 16,
-            "snapshots.max_total_bytes must be at least 65536, got {}",
-            sn.max_total_bytes
-        );
+        self.snapshots.validate()?;
         if let Some(l) = &self.http.listen {
             parse_listen(l).context("http.listen")?;
         }
-        ensure!(
-            (1..=64).contains(&self.pipeline.queue_frames),
-            "pipeline.queue_frames must be 1..=64, got {}",
-            self.pipeline.queue_frames
-        );
-        ensure!(
-            self.pipeline.stall_ms >= 100,
-            "pipeline.stall_ms must be at least 100, got {}",
-            self.pipeline.stall_ms
-        );
+        Ok(())
+    }
+
+    /// `[mqtt]` is checked when the publisher starts; here only whether
+    /// this build can publish at all.
+    fn validate_mqtt(&self) -> Result<()> {
         #[cfg(not(feature = "mqtt"))]
         ensure!(
             self.mqtt.is_none(),

@@ -179,125 +179,182 @@ fn concrete(d: &DimFact) -> Option<usize> {
         .and_then(|v| usize::try_from(v).ok())
 }
 
+/// Refuses what is not a model file before handing it to tract: a missing
+/// path, or a Git LFS pointer checked out in its place.
+fn check_model_file(path: &Path) -> Result<()> {
+    let shown = path.display();
+    ensure!(
+        path.is_file(),
+        "model {shown}: no such file (set --model or [model] path)"
+    );
+    // A clone without Git LFS holds a small text pointer instead.
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .with_context(|| format!("model {shown}: cannot read"))?;
+    ensure!(
+        !head[..n].starts_with(b"version https://git-lfs"),
+        "model {shown}: this is a Git LFS pointer, not the model: run `git lfs pull` (package git-lfs)"
+    );
+    Ok(())
+}
+
+/// Parses the ONNX file; one input and one output, as YOLOv8 has.
+fn read_onnx(path: &Path) -> Result<InferenceModel> {
+    let shown = path.display();
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .with_context(|| format!("model {shown}: not a readable ONNX model"))?;
+    ensure!(
+        model.inputs.len() == 1 && model.outputs.len() == 1,
+        "model {shown}: expected one input and one output (YOLOv8 layout), found {} and {}",
+        model.inputs.len(),
+        model.outputs.len()
+    );
+    Ok(model)
+}
+
+/// The input size `(h, w)`: the metadata, else a concrete input shape,
+/// else the caller's; the shape and the metadata must agree.
+fn input_size_px(model: &InferenceModel, path: &Path, opts: &ModelOptions) -> Result<(u32, u32)> {
+    let shown = path.display();
+    let fact = model.input_fact(0)?.clone();
+    let dims: Vec<Option<usize>> = fact.shape.dims().map(concrete).collect();
+    if fact.shape.is_open() || !dims.is_empty() {
+        ensure!(
+            dims.len() == 4 && dims[1].map_or(true, |c| c == 3),
+            "model {shown}: input shape {} is not [1, 3, H, W]",
+            fact.format_dt_shape()
+        );
+    }
+    let from_meta = match metadata(model, "imgsz") {
+        Some(s) => Some(parse_imgsz(&s).with_context(|| format!("model {shown}: metadata imgsz"))?),
+        None => None,
+    };
+    let from_shape = match (
+        dims.get(2).copied().flatten(),
+        dims.get(3).copied().flatten(),
+    ) {
+        (Some(h), Some(w)) => Some((h as u32, w as u32)),
+        _ => None,
+    };
+    let (h, w) = match (from_shape, from_meta, opts.imgsz) {
+        (Some(shape), Some(meta), _) if shape != meta => bail!(
+            "model {shown}: input shape {}x{} disagrees with its imgsz metadata {}x{}",
+            shape.0,
+            shape.1,
+            meta.0,
+            meta.1
+        ),
+        (Some(s), _, _) | (None, Some(s), _) | (None, None, Some(s)) => s,
+        (None, None, None) => bail!(
+            "model {shown}: its input size is neither fixed nor in the metadata; pass --imgsz"
+        ),
+    };
+    ensure!(h > 0 && w > 0, "model {shown}: input size {h}x{w}");
+    Ok((h, w))
+}
+
+/// The model's `names` metadata, if it has one.
+fn names_metadata(model: &InferenceModel, path: &Path) -> Result<Option<Vec<String>>> {
+    match metadata(model, "names") {
+        Some(s) => Ok(Some(parse_names(&s).with_context(|| {
+            format!("model {}: metadata names", path.display())
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// Fixes the input to `[1, 3, h, w]` and lets tract optimise the graph.
+fn optimise(model: InferenceModel, path: &Path, (h, w): (u32, u32)) -> Result<TypedModel> {
+    model
+        .with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into())
+        .and_then(|m| m.into_optimized())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .with_context(|| {
+            format!(
+                "model {}: tract could not optimise it for [1, 3, {h}, {w}]",
+                path.display()
+            )
+        })
+}
+
+/// The optimised model's output `[1, 4 + nc, N]`: `(4 + nc, N)`.
+fn output_rows_anchors(model: &TypedModel, path: &Path) -> Result<(usize, usize)> {
+    let shown = path.display();
+    let out_shape: Vec<usize> = model
+        .output_fact(0)?
+        .shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+        .with_context(|| format!("model {shown}: output shape is not concrete"))?;
+    match out_shape[..] {
+        [1, rows, n] if rows > 4 && n > 0 => Ok((rows, n)),
+        _ => {
+            bail!("model {shown}: output shape {out_shape:?} is not the YOLOv8 layout [1, 4+nc, N]")
+        }
+    }
+}
+
+/// Class names from the metadata, else the caller's, else numbered; their
+/// count must match the output's `rows - 4` classes.
+fn class_names(
+    from_meta: Option<Vec<String>>,
+    opts: &ModelOptions,
+    path: &Path,
+    (rows, anchors): (usize, usize),
+) -> Result<Vec<String>> {
+    Ok(match from_meta.or_else(|| opts.names.clone()) {
+        Some(n) => {
+            ensure!(
+                n.len() == rows - 4,
+                "model {}: output has {} classes ([1, {rows}, {anchors}]) but {} names",
+                path.display(),
+                rows - 4,
+                n.len()
+            );
+            n
+        }
+        // No names anywhere: numbered classes, as ultralytics does.
+        None => (0..rows - 4).map(|i| format!("class{i}")).collect(),
+    })
+}
+
+/// The runnable plan on `threads` threads and its reusable run state.
+fn plan(model: TypedModel, path: &Path, threads: usize) -> Result<(Plan, TypedSimpleState)> {
+    let shown = path.display();
+    let executor = if threads > 1 {
+        Some(Executor::multithread(threads))
+    } else {
+        None
+    };
+    let plan = model
+        .into_runnable_with_options(&RunOptions {
+            executor,
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .with_context(|| format!("model {shown}: tract could not plan it"))?;
+    let state = plan
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .with_context(|| format!("model {shown}: tract could not prepare a run state"))?;
+    Ok((plan, state))
+}
+
 impl Detector {
     /// Loads and optimises `path`; every error names the file and what is
     /// wrong (unreadable, not ONNX, not the YOLOv8 layout, …).
     pub fn load(path: &Path, opts: &ModelOptions) -> Result<Detector> {
-        let shown = path.display();
-        ensure!(
-            path.is_file(),
-            "model {shown}: no such file (set --model or [model] path)"
-        );
-        // A clone without Git LFS holds a small text pointer instead.
-        let mut head = [0u8; 64];
-        let n = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .with_context(|| format!("model {shown}: cannot read"))?;
-        ensure!(
-            !head[..n].starts_with(b"version https://git-lfs"),
-            "model {shown}: this is a Git LFS pointer, not the model: run `git lfs pull` (package git-lfs)"
-        );
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .with_context(|| format!("model {shown}: not a readable ONNX model"))?;
-        ensure!(
-            model.inputs.len() == 1 && model.outputs.len() == 1,
-            "model {shown}: expected one input and one output (YOLOv8 layout), found {} and {}",
-            model.inputs.len(),
-            model.outputs.len()
-        );
-        // Input size: the metadata, else a concrete input shape, else the caller.
-        let fact = model.input_fact(0)?.clone();
-        let dims: Vec<Option<usize>> = fact.shape.dims().map(concrete).collect();
-        if fact.shape.is_open() || !dims.is_empty() {
-            ensure!(
-                dims.len() == 4 && dims[1].map_or(true, |c| c == 3),
-                "model {shown}: input shape {} is not [1, 3, H, W]",
-                fact.format_dt_shape()
-            );
-        }
-        let from_meta = match metadata(&model, "imgsz") {
-            Some(s) => {
-                Some(parse_imgsz(&s).with_context(|| format!("model {shown}: metadata imgsz"))?)
-            }
-            None => None,
-        };
-        let from_shape = match (
-            dims.get(2).copied().flatten(),
-            dims.get(3).copied().flatten(),
-        ) {
-            (Some(h), Some(w)) => Some((h as u32, w as u32)),
-            _ => None,
-        };
-        let (h, w) = match (from_shape, from_meta, opts.imgsz) {
-            (Some(shape), Some(meta), _) if shape != meta => bail!(
-                "model {shown}: input shape {}x{} disagrees with its imgsz metadata {}x{}",
-                shape.0,
-                shape.1,
-                meta.0,
-                meta.1
-            ),
-            (Some(s), _, _) | (None, Some(s), _) | (None, None, Some(s)) => s,
-            (None, None, None) => bail!(
-                "model {shown}: its input size is neither fixed nor in the metadata; pass --imgsz"
-            ),
-        };
-        ensure!(h > 0 && w > 0, "model {shown}: input size {h}x{w}");
-        let names_meta = match metadata(&model, "names") {
-            Some(s) => {
-                Some(parse_names(&s).with_context(|| format!("model {shown}: metadata names"))?)
-            }
-            None => None,
-        };
-        let model = model
-            .with_input_fact(0, f32::fact([1, 3, h as usize, w as usize]).into())
-            .and_then(|m| m.into_optimized())
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .with_context(|| {
-                format!("model {shown}: tract could not optimise it for [1, 3, {h}, {w}]")
-            })?;
-        let out_shape: Vec<usize> = model
-            .output_fact(0)?
-            .shape
-            .as_concrete()
-            .map(|s| s.to_vec())
-            .with_context(|| format!("model {shown}: output shape is not concrete"))?;
-        let (rows, anchors) = match out_shape[..] {
-            [1, rows, n] if rows > 4 && n > 0 => (rows, n),
-            _ => bail!(
-                "model {shown}: output shape {out_shape:?} is not the YOLOv8 layout [1, 4+nc, N]"
-            ),
-        };
-        let names = match names_meta.or_else(|| opts.names.clone()) {
-            Some(n) => {
-                ensure!(
-                    n.len() == rows - 4,
-                    "model {shown}: output has {} classes ([1, {rows}, {anchors}]) but {} names",
-                    rows - 4,
-                    n.len()
-                );
-                n
-            }
-            // No names anywhere: numbered classes, as ultralytics does.
-            None => (0..rows - 4).map(|i| format!("class{i}")).collect(),
-        };
-        let executor = if opts.threads > 1 {
-            Some(Executor::multithread(opts.threads))
-        } else {
-            None
-        };
-        let plan = model
-            .into_runnable_with_options(&RunOptions {
-                executor,
-                ..Default::default()
-            })
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .with_context(|| format!("model {shown}: tract could not plan it"))?;
-        let state = plan
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-            .with_context(|| format!("model {shown}: tract could not prepare a run state"))?;
+        check_model_file(path)?;
+        let model = read_onnx(path)?;
+        let (h, w) = input_size_px(&model, path, opts)?;
+        let names_meta = names_metadata(&model, path)?;
+        let model = optimise(model, path, (h, w))?;
+        let (rows, anchors) = output_rows_anchors(&model, path)?;
+        let names = class_names(names_meta, opts, path, (rows, anchors))?;
+        let (plan, state) = plan(model, path, opts.threads)?;
         Ok(Detector {
             info: ModelInfo {
                 path: path.to_path_buf(),

@@ -3,7 +3,7 @@
 //! Hand-rolled (a few atomics) rather than a metrics crate: the set is
 //! fixed and small, and the edge build stays lean.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -164,12 +164,19 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
+        self.render_frame_counters(&mut out);
+        self.render_detections(&mut out);
+        self.render_gauges(&mut out);
+        self.render_stage_histograms(&mut out);
+        self.render_info(&mut out);
+        self.render_mqtt(&mut out);
+        out
+    }
+
+    /// What happened to frames, snapshots and inference runs.
+    fn render_frame_counters(&self, out: &mut String) {
+        let mut counter =
+            |name: &str, help: &str, v: u64| write_metric(out, name, "counter", help, v);
         counter(
             "irdistill_frames_captured_total",
             "Frames delivered by the source.",
@@ -210,6 +217,10 @@ impl Metrics {
             "Frames whose inference failed.",
             self.inference_errors.load(Relaxed),
         );
+    }
+
+    /// One counter family, a sample per label.
+    fn render_detections(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP irdistill_detections_total Detections published, per label.\n# TYPE irdistill_detections_total counter"
@@ -222,9 +233,11 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
+    }
+
+    /// The state right now: camera, tracks, freshness, uptime, memory.
+    fn render_gauges(&self, out: &mut String) {
+        let mut gauge = |name: &str, help: &str, v: f64| write_metric(out, name, "gauge", help, v);
         gauge(
             "irdistill_camera_connected",
             "1 while the source is open and delivering.",
@@ -252,26 +265,34 @@ impl Metrics {
                 rss as f64,
             );
         }
+    }
+
+    /// Per-frame time of each stage, and capture → published.
+    fn render_stage_histograms(&self, out: &mut String) {
         self.convert.render(
-            &mut out,
+            out,
             "irdistill_convert_seconds",
             "Pixel conversion and letterbox per frame.",
         );
         self.inference.render(
-            &mut out,
+            out,
             "irdistill_inference_seconds",
             "Model inference per frame.",
         );
         self.postprocess.render(
-            &mut out,
+            out,
             "irdistill_postprocess_seconds",
             "Thresholds, NMS and tracking per frame.",
         );
         self.latency.render(
-            &mut out,
+            out,
             "irdistill_latency_seconds",
             "From capture to published result.",
         );
+    }
+
+    /// A constant 1 whose labels are the build and model facts.
+    fn render_info(&self, out: &mut String) {
         let info = self
             .info
             .iter()
@@ -282,42 +303,52 @@ impl Metrics {
             out,
             "# HELP irdistill_info Build and model.\n# TYPE irdistill_info gauge\nirdistill_info{{{info}}} 1"
         );
-        if let Some([published, dropped, connected, reconnects]) =
-            *self.mqtt.lock().expect("mqtt stats")
-        {
-            let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-                );
-            };
-            line(
-                "irdistill_mqtt_published_total",
-                "counter",
-                "MQTT messages handed to the broker connection.",
-                published,
-            );
-            line(
-                "irdistill_mqtt_dropped_total",
-                "counter",
-                "MQTT messages dropped (broker down, queue full).",
-                dropped,
-            );
-            line(
-                "irdistill_mqtt_connected",
-                "gauge",
-                "1 while connected to the broker.",
-                connected,
-            );
-            line(
-                "irdistill_mqtt_reconnects_total",
-                "counter",
-                "MQTT reconnections.",
-                reconnects,
-            );
-        }
-        out
     }
+
+    /// The publisher's statistics; nothing when MQTT is off.
+    fn render_mqtt(&self, out: &mut String) {
+        let Some([published, dropped, connected, reconnects]) =
+            *self.mqtt.lock().expect("mqtt stats")
+        else {
+            return;
+        };
+        write_metric(
+            out,
+            "irdistill_mqtt_published_total",
+            "counter",
+            "MQTT messages handed to the broker connection.",
+            published,
+        );
+        write_metric(
+            out,
+            "irdistill_mqtt_dropped_total",
+            "counter",
+            "MQTT messages dropped (broker down, queue full).",
+            dropped,
+        );
+        write_metric(
+            out,
+            "irdistill_mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+            connected,
+        );
+        write_metric(
+            out,
+            "irdistill_mqtt_reconnects_total",
+            "counter",
+            "MQTT reconnections.",
+            reconnects,
+        );
+    }
+}
+
+/// One unlabelled sample with its HELP and TYPE lines.
+fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn escape_label(s: &str) -> String {
@@ -362,5 +393,27 @@ mod tests {
         assert!(text.contains("irdistill_inference_seconds_count 3\n"));
         assert!(text.contains("irdistill_detections_total{label=\"c\\\"ar\"} 2\n"));
         assert_eq!(m.inference.recent_percentile(50.0), Some(0.03f32 as f64));
+    }
+
+    #[test]
+    fn each_family_has_help_type_and_sample_lines() {
+        let m = Metrics::new(vec![], vec![("model".into(), "m.onnx".into())]);
+        m.frames.fetch_add(3, Relaxed);
+        let text = m.render();
+        assert!(text.contains(
+            "# HELP irdistill_frames_total Frames processed (inference run and results published).\n# TYPE irdistill_frames_total counter\nirdistill_frames_total 3\n"
+        ));
+        assert!(text.contains("# TYPE irdistill_tracks_active gauge\nirdistill_tracks_active 0\n"));
+        assert!(text.contains("irdistill_info{model=\"m.onnx\"} 1\n"));
+        assert!(!text.contains("irdistill_mqtt_"));
+        m.set_mqtt(5, 1, 1, 2);
+        let text = m.render();
+        assert!(text.contains(
+            "# HELP irdistill_mqtt_connected 1 while connected to the broker.\n# TYPE irdistill_mqtt_connected gauge\nirdistill_mqtt_connected 1\n"
+        ));
+        assert!(
+            text.ends_with("irdistill_mqtt_reconnects_total 2\n"),
+            "{text}"
+        );
     }
 }

@@ -13,15 +13,19 @@
 //! [`config`] is the validated TOML file, [`metrics`] the counters the
 //! stages share, [`service`] the systemd life cycle, [`daemon`] wires a config into
 //! a running pipeline, [`report`] is what a run sums up (`--summary`,
-//! `demo`) and [`bench`] the measurements behind `irdistill bench`. Nothing here needs candle or names the trainer.
+//! `demo`), [`demo`] the demo's scene schedule and files,
+//! [`model_path`] where the bundled model is found, and [`bench`] the
+//! measurements behind `irdistill bench`. Nothing here needs candle or names the trainer.
 
 pub mod bench;
 pub mod capture;
 pub mod config;
 pub mod convert;
 pub mod daemon;
+pub mod demo;
 pub mod infer;
 pub mod metrics;
+pub mod model_path;
 pub mod pipeline;
 pub mod postprocess;
 pub mod publish;

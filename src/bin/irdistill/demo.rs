@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use irdistill::device::config::Config;
+use irdistill::device::daemon::{execute, Printer, StartupError};
+use irdistill::device::demo::{clear_outputs, schedule_scenes};
+use irdistill::device::model_path::resolve_model;
 use irdistill::device::pipeline::FrameEvent;
+use irdistill::device::report::Report;
 use irdistill::shared::condition::Condition;
-
-use crate::run::Report;
-
-/// Scenes each condition gets; the frames are split evenly over them.
-const SCENES_PER_CONDITION: u32 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,19 +50,13 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Frames each scene is held for: the run covers 3 × 4 scenes.
-fn hold_frames(frames: u64) -> u32 {
-    let scenes = 3 * u64::from(SCENES_PER_CONDITION);
-    (frames / scenes).clamp(1, u64::from(u32::MAX)) as u32
-}
-
 /// The demo's configuration (validated).
 fn demo_config(a: &Args) -> Result<Config> {
     ensure!(
         a.frames >= 1,
         "--frames must be at least 1 (the demo always stops)"
     );
-    let model = crate::resolve_model(a.model.as_deref(), None)?;
+    let model = resolve_model(a.model.as_deref(), None)?;
     // Before any output is written.
     ensure!(
         model.is_file(),
@@ -96,42 +89,8 @@ fn demo_config(a: &Args) -> Result<Config> {
         summary: None,
     };
     let mut cfg = crate::run::effective_config(&run_args)?;
-    let hold = hold_frames(a.frames);
-    let syn = &mut cfg.source.synthetic;
-    syn.seed = a.seed;
-    syn.conditions = Condition::ALL.iter().map(|c| c.to_string()).collect();
-    syn.hold_frames = hold;
-    syn.scenes_per_condition = SCENES_PER_CONDITION;
-    // About one snapshot per scene, whatever the speed.
-    cfg.snapshots.min_interval_ms = 0;
-    cfg.snapshots.min_interval_frames = u64::from(hold);
-    cfg.validate().context("demo configuration")?;
+    schedule_scenes(&mut cfg, a.frames, a.seed)?;
     Ok(cfg)
-}
-
-/// Removes what an earlier demo wrote into `out` (only the demo's files).
-fn clear_outputs(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("--out {}: cannot create", out.display()))?;
-    for name in ["detections.jsonl", "summary.json"] {
-        let path = out.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-    }
-    let snaps = out.join("snapshots");
-    if let Ok(entries) = std::fs::read_dir(&snaps) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("snap-") && name.ends_with(".jpg") {
-                std::fs::remove_file(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One console line for the first frame of each scene.
@@ -235,18 +194,18 @@ fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
 }
 
 pub fn demo(a: Args) -> Result<()> {
-    let cfg = demo_config(&a).context(crate::StartupError)?;
+    let cfg = demo_config(&a).context(StartupError)?;
     clear_outputs(&a.out)?;
     let hold = u64::from(cfg.source.synthetic.hold_frames);
-    let printer: Option<crate::run::Printer> = (!a.quiet).then(|| {
+    let printer: Option<Printer> = (!a.quiet).then(|| {
         Box::new(move |event: &FrameEvent, condition: Option<Condition>| {
             if event.message.frame % hold == 0 {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{}", frame_line(event, condition));
             }
-        }) as crate::run::Printer
+        }) as Printer
     });
-    let report = crate::run::execute(&cfg, printer)?;
+    let report = execute(&cfg, printer)?;
     let summary_path = a.out.join("summary.json");
     report.write(&summary_path)?;
     print!("{}", summary_text(&report, &cfg, &a.out));

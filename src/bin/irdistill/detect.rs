@@ -11,6 +11,7 @@ use irdistill::device::capture::images::read_image_into;
 use irdistill::device::capture::Frame;
 use irdistill::device::convert::Converter;
 use irdistill::device::infer::{Detector, ModelOptions};
+use irdistill::device::model_path::resolve_model;
 use irdistill::device::postprocess::{frame_detections, DetectFilter};
 use irdistill::device::publish::snapshot::annotate;
 use irdistill::device::publish::DetectionJson;
@@ -99,7 +100,7 @@ pub fn detect(a: Args) -> Result<()> {
             bail!("{name} must be in 0..=1, got {v}");
         }
     }
-    let path = crate::resolve_model(a.model.as_deref(), None)?;
+    let path = resolve_model(a.model.as_deref(), None)?;
     let mut detector = Detector::load(
         &path,
         &ModelOptions {
