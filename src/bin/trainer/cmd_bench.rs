@@ -4,7 +4,8 @@
 
 use anyhow::{ensure, Result};
 use irdistill::trainer::train::optim::OptimizerKind;
-use irdistill::trainer::train::run::{TrainOptions, Trainer};
+use irdistill::trainer::train::options::TrainOptions;
+use irdistill::trainer::train::run::Trainer;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]

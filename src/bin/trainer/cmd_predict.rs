@@ -5,7 +5,7 @@ use irdistill::shared::draw::{class_colour, draw_box, draw_label};
 use irdistill::shared::letterbox::{letterbox_into, Letterbox};
 use irdistill::shared::nms::{detections, NmsParams};
 use irdistill::trainer::checkpoint::load_model;
-use irdistill::trainer::train::run::device;
+use irdistill::trainer::train::init::device;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

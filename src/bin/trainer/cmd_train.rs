@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use irdistill::trainer::train::optim::OptimizerKind;
-use irdistill::trainer::train::run::{train, TrainOptions};
+use irdistill::trainer::train::options::TrainOptions;
+use irdistill::trainer::train::run::train;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -77,7 +78,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The JSON summary line every training command ends with.
-pub fn print_summary(rows: &[irdistill::trainer::train::run::EpochRow], out: &std::path::Path) {
+pub fn print_summary(rows: &[irdistill::trainer::train::results::EpochRow], out: &std::path::Path) {
     if let Some(last) = rows.last() {
         println!(
             "{}",

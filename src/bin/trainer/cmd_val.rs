@@ -4,8 +4,9 @@
 use anyhow::Result;
 use irdistill::shared::condition::Split;
 use irdistill::trainer::checkpoint::load_detector;
-use irdistill::trainer::train::run::{device, validate};
+use irdistill::trainer::train::init::device;
 use irdistill::trainer::train::source::{open_eval_split, SynthSizes};
+use irdistill::trainer::train::validate::validate;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

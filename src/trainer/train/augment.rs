@@ -142,43 +142,12 @@ pub fn prepare(
 ) -> Sample {
     let (w, h) = (pair.width_px(), pair.height_px());
     let lb = Letterbox::new(w, h, size, size);
-    let half = size as f32 / 2.0;
-    // per-axis scale inner/src, as cv2.resize to the rounded inner size does
-    let (mut mx, mut my) = (
-        AxisMap {
-            a: lb.inner_w_px as f32 / w as f32,
-            b: lb.pad_left_px,
-        },
-        AxisMap {
-            a: lb.inner_h_px as f32 / h as f32,
-            b: lb.pad_top_px,
-        },
-    );
+    let (mut mx, mut my) = letterbox_maps(&lb, w, h);
     let mut hsv = None;
     if let Some(p) = aug {
-        // scale about the centre, then translate, then maybe mirror
-        let g = 1.0 + rng.random_range(-p.scale..=p.scale);
-        let tx = rng.random_range(-p.translate..=p.translate) * size as f32;
-        let ty = rng.random_range(-p.translate..=p.translate) * size as f32;
-        mx = AxisMap {
-            a: mx.a * g,
-            b: g * (mx.b - half) + half + tx,
-        };
-        my = AxisMap {
-            a: my.a * g,
-            b: g * (my.b - half) + half + ty,
-        };
-        if rng.random_bool(p.fliplr as f64) {
-            mx = AxisMap {
-                a: -mx.a,
-                b: size as f32 - mx.b,
-            };
-        }
-        hsv = Some([
-            1.0 + rng.random_range(-1.0..=1.0) * p.hsv_h,
-            1.0 + rng.random_range(-1.0..=1.0) * p.hsv_s,
-            1.0 + rng.random_range(-1.0..=1.0) * p.hsv_v,
-        ]);
+        let drawn = draw_augment(p, (mx, my), size, rng);
+        (mx, my) = drawn.maps;
+        hsv = Some(drawn.hsv_gains);
     }
     let mut rgb = resample(pair.rgb.as_raw(), (w, h, 3), (mx, my), size);
     if let Some(gains) = hsv {
@@ -215,6 +184,68 @@ pub fn prepare(
         ir,
         labels,
         condition: pair.condition,
+    }
+}
+
+/// The letterbox of a `w × h` frame as axis maps: per-axis scale
+/// inner/src, as cv2.resize to the rounded inner size does, then the pad.
+fn letterbox_maps(lb: &Letterbox, w: u32, h: u32) -> (AxisMap, AxisMap) {
+    (
+        AxisMap {
+            a: lb.inner_w_px as f32 / w as f32,
+            b: lb.pad_left_px,
+        },
+        AxisMap {
+            a: lb.inner_h_px as f32 / h as f32,
+            b: lb.pad_top_px,
+        },
+    )
+}
+
+/// One draw of the random transforms: the axis maps moved by them, and the
+/// HSV gains.
+struct DrawnAugment {
+    maps: (AxisMap, AxisMap),
+    /// (hue, saturation, value) gains for [`jitter_hsv`].
+    hsv_gains: [f32; 3],
+}
+
+/// Draws scale, translation, flip and HSV gains from `rng` (in that order:
+/// the order fixes which sample a seed gives) and applies the geometry to
+/// the letterbox's `(mx, my)`.
+fn draw_augment(
+    p: &AugmentParams,
+    (mx, my): (AxisMap, AxisMap),
+    size: u32,
+    rng: &mut ChaCha8Rng,
+) -> DrawnAugment {
+    let half = size as f32 / 2.0;
+    // scale about the centre, then translate, then maybe mirror
+    let g = 1.0 + rng.random_range(-p.scale..=p.scale);
+    let tx = rng.random_range(-p.translate..=p.translate) * size as f32;
+    let ty = rng.random_range(-p.translate..=p.translate) * size as f32;
+    let mut mx = AxisMap {
+        a: mx.a * g,
+        b: g * (mx.b - half) + half + tx,
+    };
+    let my = AxisMap {
+        a: my.a * g,
+        b: g * (my.b - half) + half + ty,
+    };
+    if rng.random_bool(p.fliplr as f64) {
+        mx = AxisMap {
+            a: -mx.a,
+            b: size as f32 - mx.b,
+        };
+    }
+    let hsv_gains = [
+        1.0 + rng.random_range(-1.0..=1.0) * p.hsv_h,
+        1.0 + rng.random_range(-1.0..=1.0) * p.hsv_s,
+        1.0 + rng.random_range(-1.0..=1.0) * p.hsv_v,
+    ];
+    DrawnAugment {
+        maps: (mx, my),
+        hsv_gains,
     }
 }
 

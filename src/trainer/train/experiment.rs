@@ -13,9 +13,12 @@
 //! run can be read (and resumed: finished arms are skipped, an interrupted
 //! one continues from its `last.safetensors`) at any point.
 
+use super::init::device;
 use super::optim::OptimizerKind;
-use super::run::{device, train, validate, TrainOptions};
+use super::options::TrainOptions;
+use super::run::train;
 use super::source::{open_eval_split, SynthSizes};
+use super::validate::validate;
 use crate::shared::condition::Split;
 use crate::shared::eval::EvalReport;
 use crate::trainer::checkpoint::load_detector;
@@ -323,45 +326,59 @@ fn finished_arms(out: &Path, plan: &[Arm]) -> Result<Vec<ArmResult>> {
     Ok(found)
 }
 
+/// Trains arm `a` for `seed` in `out/seed{seed}/{key}` (or continues it,
+/// or takes its result from an earlier invocation) and scores its best
+/// checkpoint on the test split; the result is written to `eval.json`.
 fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult> {
     let dir = out.join(format!("seed{seed}")).join(&a.key);
     let eval_path = dir.join("eval.json");
-    if let Ok(text) = std::fs::read_to_string(&eval_path) {
-        if let Ok(r) = serde_json::from_str::<ArmResult>(&text) {
-            eprintln!(
-                "seed {seed} {}: done earlier ({})",
-                a.key,
-                eval_path.display()
-            );
-            return Ok(r);
-        }
+    if let Some(r) = finished_earlier(&eval_path) {
+        eprintln!(
+            "seed {seed} {}: done earlier ({})",
+            a.key,
+            eval_path.display()
+        );
+        return Ok(r);
     }
+    let opts = arm_options(budget, a, seed, out, &dir);
+    // an arm interrupted earlier continues from its last epoch
+    let resume = dir.join("last.safetensors").exists();
+    if !resume && dir.exists() {
+        remove_stale_outputs(&dir)?;
+    }
+    let t0 = Instant::now();
+    let rows =
+        train(opts, "cpu", resume).with_context(|| format!("arm {} (seed {seed})", a.key))?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let images_per_s = rows.last().map_or(0.0, |r| r.images_per_s);
+    let report = score_on_test_split(budget, &dir.join("best.safetensors"))?;
+    let r = ArmResult {
+        arm: a.key.clone(),
+        seed,
+        splits: scores(&report),
+        train_s,
+        images_per_s,
+    };
+    std::fs::write(&eval_path, serde_json::to_string_pretty(&r)?)
+        .with_context(|| format!("cannot write {}", eval_path.display()))?;
+    Ok(r)
+}
+
+/// The result an earlier invocation wrote for this arm, if readable.
+fn finished_earlier(eval_path: &Path) -> Option<ArmResult> {
+    let text = std::fs::read_to_string(eval_path).ok()?;
+    serde_json::from_str::<ArmResult>(&text).ok()
+}
+
+/// The training options of arm `a` for `seed`, run in `dir`; a distilled
+/// arm's teacher is its teacher arm's best checkpoint under `out`.
+fn arm_options(budget: &Budget, a: &Arm, seed: u64, out: &Path, dir: &Path) -> TrainOptions {
     let labeled = ((budget.synth_train as f64 * a.labeled_fraction).round() as usize).max(1);
     let (model, fusion) = match &a.kind {
         ArmKind::Student | ArmKind::Distilled { .. } => (budget.student.clone(), None),
         ArmKind::Teacher(f) => (budget.teacher.clone(), Some(*f)),
     };
-    let distill = match &a.kind {
-        ArmKind::Distilled {
-            losses,
-            teacher_arm,
-        } => Some(DistillOptions {
-            losses: losses.clone(),
-            unlabeled: a.unlabeled.then(|| {
-                format!(
-                    "synth:{}",
-                    budget.synth_train.saturating_sub(labeled).max(1)
-                )
-            }),
-            ..DistillOptions::with_defaults(
-                out.join(format!("seed{seed}"))
-                    .join(teacher_arm)
-                    .join("best.safetensors"),
-            )
-        }),
-        _ => None,
-    };
-    let opts = TrainOptions {
+    TrainOptions {
         data: "synth".into(),
         model,
         imgsz: budget.imgsz,
@@ -370,7 +387,7 @@ fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult>
             _ => budget.epochs,
         },
         batch: budget.batch,
-        out: dir.clone(),
+        out: dir.to_path_buf(),
         seed,
         optimizer: OptimizerKind::AdamW,
         lr0: 0.002,
@@ -385,34 +402,69 @@ fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult>
         val_split: Split::Val,
         stop_after: None,
         fusion,
-        distill,
+        distill: arm_distill_options(budget, a, seed, out, labeled),
+    }
+}
+
+/// A distilled arm's distillation options (none for the others): its
+/// losses, its teacher arm's best checkpoint and, in the unlabeled-pairs
+/// setting, the training pairs beyond the `labeled` ones as unlabeled pairs.
+fn arm_distill_options(
+    budget: &Budget,
+    a: &Arm,
+    seed: u64,
+    out: &Path,
+    labeled: usize,
+) -> Option<DistillOptions> {
+    let ArmKind::Distilled {
+        losses,
+        teacher_arm,
+    } = &a.kind
+    else {
+        return None;
     };
-    // an arm interrupted earlier continues from its last epoch
-    let resume = dir.join("last.safetensors").exists();
-    if !resume && dir.exists() {
-        for f in ["best.safetensors", "results.csv"] {
-            let p = dir.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p)
-                    .with_context(|| format!("cannot remove stale {}", p.display()))?;
-            }
+    Some(DistillOptions {
+        losses: losses.clone(),
+        unlabeled: a.unlabeled.then(|| {
+            format!(
+                "synth:{}",
+                budget.synth_train.saturating_sub(labeled).max(1)
+            )
+        }),
+        ..DistillOptions::with_defaults(
+            out.join(format!("seed{seed}"))
+                .join(teacher_arm)
+                .join("best.safetensors"),
+        )
+    })
+}
+
+/// Removes what a run killed before it committed its first epoch (no
+/// last.safetensors yet) left in `dir`, so that the fresh run does not
+/// refuse the folder.
+fn remove_stale_outputs(dir: &Path) -> Result<()> {
+    for f in ["best.safetensors", "results.csv"] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p)
+                .with_context(|| format!("cannot remove stale {}", p.display()))?;
         }
     }
-    let t0 = Instant::now();
-    let rows =
-        train(opts, "cpu", resume).with_context(|| format!("arm {} (seed {seed})", a.key))?;
-    let train_s = t0.elapsed().as_secs_f64();
-    let images_per_s = rows.last().map_or(0.0, |r| r.images_per_s);
+    Ok(())
+}
 
+/// The checkpoint `best` evaluated on the generator's held-out test split
+/// (seed 0's, the same images for every seed), per condition.
+fn score_on_test_split(budget: &Budget, best: &Path) -> Result<EvalReport> {
     let dev = device("cpu")?;
-    let (model, cfg) = load_detector(&dir.join("best.safetensors"), &dev)?;
+    let (model, cfg) = load_detector(best, &dev)?;
     let test = SynthSizes {
         train: 0,
         val: budget.synth_test,
         seed: 0,
     };
     let (names, source) = open_eval_split("synth", Split::Test, test)?;
-    let report = validate(
+    validate(
         &model,
         source,
         &names,
@@ -420,17 +472,7 @@ fn run_arm(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Result<ArmResult>
         budget.batch,
         budget.workers,
         &dev,
-    )?;
-    let r = ArmResult {
-        arm: a.key.clone(),
-        seed,
-        splits: scores(&report),
-        train_s,
-        images_per_s,
-    };
-    std::fs::write(&eval_path, serde_json::to_string_pretty(&r)?)
-        .with_context(|| format!("cannot write {}", eval_path.display()))?;
-    Ok(r)
+    )
 }
 
 /// Mean and sample standard deviation (0 for one value).

@@ -2,7 +2,7 @@
 //! drawn with plotters; titles with the crate's bitmap font, so no system
 //! font is needed.
 
-use super::run::EpochRow;
+use super::results::EpochRow;
 use crate::shared::draw::draw_text;
 use anyhow::{anyhow, Result};
 use image::{Rgb, RgbImage};

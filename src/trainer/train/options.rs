@@ -1,0 +1,73 @@
+//! What a training run is configured with: [`TrainOptions`] (the arguments
+//! of `trainer train` / `distill`, stored in every checkpoint so that
+//! `--resume` continues with them) and the checks they must pass.
+
+use super::optim::OptimizerKind;
+use crate::shared::condition::Split;
+use crate::trainer::distill::DistillOptions;
+use crate::trainer::model::Fusion;
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything `trainer train` takes (also stored in checkpoints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub data: String,
+    pub model: String,
+    pub imgsz: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub optimizer: OptimizerKind,
+    pub lr0: f64,
+    pub lrf: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub warmup_epochs: f64,
+    pub workers: usize,
+    pub synth_train: usize,
+    pub synth_val: usize,
+    pub augment: bool,
+    /// Split validated on: `val`; `train` checks that the model can fit
+    /// its training data (a sanity check when something does not learn).
+    #[serde(default = "default_val_split")]
+    pub val_split: Split,
+    /// Stop after this many epochs in this invocation (the schedule still
+    /// spans `epochs`); for tests of `--resume`.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+    /// Teachers: how RGB and IR are fused (CCAFusion when absent).
+    #[serde(default)]
+    pub fusion: Option<Fusion>,
+    /// Distill from a frozen teacher (`trainer distill`).
+    #[serde(default)]
+    pub distill: Option<DistillOptions>,
+}
+
+/// Checkpoints written before `val_split` existed validated on `val`.
+fn default_val_split() -> Split {
+    Split::Val
+}
+
+/// Refuses options no run can start with, naming the flag.
+pub(super) fn check_options(o: &TrainOptions) -> Result<()> {
+    ensure!(
+        o.imgsz >= 32 && o.imgsz % 32 == 0,
+        "--imgsz {} must be a positive multiple of 32",
+        o.imgsz
+    );
+    ensure!(o.epochs >= 1, "--epochs must be at least 1");
+    ensure!(o.batch >= 1, "--batch must be at least 1");
+    ensure!(o.lr0 > 0.0 && o.lr0.is_finite(), "--lr0 must be positive");
+    ensure!(o.workers >= 1, "--workers must be at least 1");
+    if o.data == "synth" {
+        ensure!(
+            o.synth_train >= 1 && o.synth_val >= 1,
+            "--synth-train and --synth-val must be at least 1"
+        );
+    }
+    crate::trainer::model::Scale::by_name(&o.model).context("--model")?;
+    Ok(())
+}
