@@ -10,12 +10,13 @@
 //! ```
 //!
 //! [`pipeline`] runs those stages on threads joined by bounded channels;
-//! [`config`] is the validated TOML file, [`metrics`] the counters the
-//! stages share, [`service`] the systemd life cycle, [`daemon`] wires a config into
-//! a running pipeline, [`report`] is what a run sums up (`--summary`,
-//! `demo`), [`demo`] the demo's scene schedule and files,
-//! [`model_path`] where the bundled model is found, and [`bench`] the
-//! measurements behind `irdistill bench`. Nothing here needs candle or names the trainer.
+//! [`daemon`] wires a [`config`] (the validated TOML file) into a running
+//! pipeline, and [`report`] is what a run sums up (`--summary`, `demo`).
+//! Beside them: [`metrics`] (the counters the stages share), [`service`]
+//! (the systemd life cycle), [`model_path`] (where the bundled model is
+//! found), and the same stages behind the other commands:
+//! [`detect_files`] (`irdistill detect`), [`bench`] and [`demo`].
+//! Nothing here needs candle or names the trainer.
 
 pub mod bench;
 pub mod capture;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod convert;
 pub mod daemon;
 pub mod demo;
+pub mod detect_files;
 pub mod infer;
 pub mod metrics;
 pub mod model_path;

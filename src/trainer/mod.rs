@@ -13,7 +13,8 @@
 //!
 //! [`ops`] holds the fast CPU kernels the model's blocks call, [`checkpoint`]
 //! the safetensors files, [`export`] the ONNX writer for the student (what
-//! the device runs), and `train::experiment` the multi-arm comparison.
+//! the device runs), [`predict`] a checkpoint on one image, and
+//! `train::experiment` the multi-arm comparison.
 
 pub mod assign;
 pub mod checkpoint;
@@ -22,4 +23,5 @@ pub mod export;
 pub mod loss;
 pub mod model;
 pub mod ops;
+pub mod predict;
 pub mod train;

@@ -4,16 +4,12 @@
 //! copies.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use irdistill::device::capture::images::read_image_into;
-use irdistill::device::capture::Frame;
-use irdistill::device::convert::Converter;
+use irdistill::device::detect_files::{save_path, FileDetector};
 use irdistill::device::infer::{Detector, ModelOptions};
 use irdistill::device::model_path::resolve_model;
-use irdistill::device::postprocess::{frame_detections, DetectFilter};
-use irdistill::device::publish::snapshot::annotate;
 use irdistill::device::publish::DetectionJson;
 use irdistill::shared::nms::NmsParams;
 use serde::Serialize;
@@ -54,46 +50,6 @@ struct ImageResult<'a> {
     detections: Vec<DetectionJson>,
 }
 
-/// Where the annotated copy of `image` goes: `dir/<name>`, made unique when
-/// two inputs share a name; refuses to write over an input.
-fn save_path(
-    dir: &Path,
-    image: &Path,
-    used: &mut HashSet<PathBuf>,
-    inputs: &HashSet<PathBuf>,
-) -> Result<PathBuf> {
-    let stem = image
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("image");
-    let ext = image.extension().and_then(|s| s.to_str()).unwrap_or("jpg");
-    let ext = match ext.to_ascii_lowercase().as_str() {
-        "jpg" | "jpeg" | "png" | "bmp" => ext.to_string(),
-        _ => "png".to_string(),
-    };
-    let mut k = 0;
-    loop {
-        let name = if k == 0 {
-            format!("{stem}.{ext}")
-        } else {
-            format!("{stem}_{k}.{ext}")
-        };
-        let p = dir.join(name);
-        let canonical = p.canonicalize().unwrap_or_else(|_| p.clone());
-        if inputs.contains(&canonical) {
-            bail!(
-                "--save {}: would overwrite the input {}; choose another folder",
-                dir.display(),
-                image.display()
-            );
-        }
-        if used.insert(p.clone()) {
-            return Ok(p);
-        }
-        k += 1;
-    }
-}
-
 pub fn detect(a: Args) -> Result<()> {
     for (name, v) in [("--conf", a.conf), ("--iou", a.iou)] {
         if !(0.0..=1.0).contains(&v) {
@@ -101,7 +57,7 @@ pub fn detect(a: Args) -> Result<()> {
         }
     }
     let path = resolve_model(a.model.as_deref(), None)?;
-    let mut detector = Detector::load(
+    let detector = Detector::load(
         &path,
         &ModelOptions {
             imgsz: a.imgsz.map(|s| (s, s)),
@@ -111,7 +67,15 @@ pub fn detect(a: Args) -> Result<()> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         },
     )?;
-    let info = detector.info().clone();
+    let mut files = FileDetector::new(
+        detector,
+        NmsParams {
+            conf: a.conf,
+            iou: a.iou,
+            max_det: a.max_det,
+            multi_label: false,
+        },
+    );
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--save {}: cannot create the folder", dir.display()))?;
@@ -121,44 +85,22 @@ pub fn detect(a: Args) -> Result<()> {
         .iter()
         .filter_map(|p| p.canonicalize().ok())
         .collect();
-    let nms = NmsParams {
-        conf: a.conf,
-        iou: a.iou,
-        max_det: a.max_det,
-        multi_label: false,
-    };
-    let filter = DetectFilter::default();
-    let mut converter = Converter::new();
-    let mut frame = Frame::empty();
-    let mut tensor = vec![0.0f32; info.input_len()];
-    let mut output = Vec::new();
     let mut used = HashSet::new();
     let mut failed = 0;
     for image in &a.images {
         let result = (|| -> Result<()> {
-            read_image_into(image, &mut frame).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let lb = converter
-                .letterbox_frame(&frame, info.input_w_px, info.input_h_px, &mut tensor)
-                .with_context(|| format!("{}", image.display()))?;
-            let (w, h) = converter.source_size();
-            detector.run(&tensor, &mut output)?;
-            let dets = frame_detections(&output, info.nc(), &nms, &filter, &lb, w, h);
-            let detections: Vec<DetectionJson> = dets
-                .iter()
-                .map(|d| DetectionJson::new(d.class_id, info.label(d.class_id), d.score, &d.bbox))
-                .collect();
+            let found = files.detect(image)?;
             if let Some(dir) = &a.save {
-                let mut img = converter.to_rgb_image(&frame)?;
-                annotate(&mut img, &detections);
+                let img = files.annotated(&found.detections)?;
                 let dst = save_path(dir, image, &mut used, &inputs)?;
                 img.save(&dst)
                     .with_context(|| format!("writing {}", dst.display()))?;
             }
             let line = ImageResult {
                 image: &image.to_string_lossy(),
-                width: w,
-                height: h,
-                detections,
+                width: found.width_px,
+                height: found.height_px,
+                detections: found.detections,
             };
             println!("{}", serde_json::to_string(&line)?);
             Ok(())

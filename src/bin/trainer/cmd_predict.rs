@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 use irdistill::shared::draw::{class_colour, draw_box, draw_label};
-use irdistill::shared::letterbox::{letterbox_into, Letterbox};
-use irdistill::shared::nms::{detections, NmsParams};
+use irdistill::shared::nms::NmsParams;
 use irdistill::trainer::checkpoint::load_model;
+use irdistill::trainer::predict::predict_image;
 use irdistill::trainer::train::init::device;
 use std::path::PathBuf;
 
@@ -31,7 +31,6 @@ pub fn run(a: Args) -> Result<()> {
     let (model, cfg) = load_model(&a.weights, &dev)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let s = cfg.imgsz;
     let params = NmsParams {
         conf: a.conf,
         iou: a.iou,
@@ -42,16 +41,11 @@ pub fn run(a: Args) -> Result<()> {
         let img = image::open(path)
             .with_context(|| format!("cannot read image {}", path.display()))?
             .to_rgb8();
-        let lb = Letterbox::new(img.width(), img.height(), s as u32, s as u32);
-        let mut input = vec![0.0f32; 3 * s * s];
-        letterbox_into(&img, &lb, &mut input);
-        let x = candle_core::Tensor::from_vec(input, (1, 3, s, s), &dev)?;
-        let out: Vec<f32> = model.predict(&x)?.flatten_all()?.to_vec1()?;
+        let dets = predict_image(&model, &cfg, &img, &params, &dev)?;
         let mut annotated = img.clone();
-        let dets = detections(&out, cfg.nc, &params);
         let mut json = Vec::new();
         for d in &dets {
-            let b = lb.to_source(&d.bbox, img.width(), img.height());
+            let b = d.bbox;
             let label = cfg.names.get(d.class_id).cloned().unwrap_or_default();
             draw_box(&mut annotated, &b, class_colour(d.class_id), 2);
             draw_label(

@@ -9,6 +9,7 @@
 //! whole runs.
 
 pub mod augment;
+pub mod bench;
 mod console;
 pub mod ema;
 pub mod experiment;
