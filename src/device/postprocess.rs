@@ -130,21 +130,15 @@ pub fn frame_detections(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::nms::output_from_anchor_rows;
     #[test]
     fn filters_by_class_conf_area_and_zone() {
         // anchors: class 0 at 0.3 (small), class 1 at 0.3 (large), class 0 at 0.9 in the top half
-        let n = 3;
-        let mut out = vec![0.0f32; 6 * n];
-        let rows = [
+        let out = output_from_anchor_rows(&[
             [10.0, 90.0, 4.0, 4.0, 0.3, 0.0],
             [50.0, 80.0, 40.0, 40.0, 0.0, 0.3],
             [50.0, 10.0, 10.0, 10.0, 0.9, 0.0],
-        ];
-        for (a, r) in rows.iter().enumerate() {
-            for (k, v) in r.iter().enumerate() {
-                out[k * n + a] = *v;
-            }
-        }
+        ]);
         let lb = Letterbox::new(100, 100, 100, 100);
         let p = NmsParams {
             conf: 0.5,

@@ -116,6 +116,20 @@ pub fn detections(output: &[f32], nc: usize, p: &NmsParams) -> Vec<Detection> {
     nms(cands, p.iou, p.max_det)
 }
 
+/// A `[4 + nc, N]` row-major output from one row per anchor (cx, cy, w,
+/// h, then the class scores): how tests write a model's output.
+#[cfg(test)]
+pub(crate) fn output_from_anchor_rows<const K: usize>(rows: &[[f32; K]]) -> Vec<f32> {
+    let n = rows.len();
+    let mut out = vec![0.0f32; K * n];
+    for (a, r) in rows.iter().enumerate() {
+        for (k, v) in r.iter().enumerate() {
+            out[k * n + a] = *v;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,18 +137,11 @@ mod tests {
     #[test]
     fn decodes_layout_and_suppresses_duplicates() {
         // N = 3 anchors, nc = 2; anchors 0 and 1 overlap (same class), 2 is another class
-        let n = 3;
-        let mut out = vec![0.0f32; 6 * n];
-        let rows = [
+        let out = output_from_anchor_rows(&[
             [10.0, 10.0, 4.0, 4.0, 0.9, 0.1],
             [10.5, 10.0, 4.0, 4.0, 0.8, 0.1],
             [10.0, 10.0, 4.0, 4.0, 0.1, 0.7],
-        ];
-        for (a, r) in rows.iter().enumerate() {
-            for (k, v) in r.iter().enumerate() {
-                out[k * n + a] = *v;
-            }
-        }
+        ]);
         let d = detections(
             &out,
             2,
