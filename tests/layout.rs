@@ -136,6 +136,23 @@ fn child_uses(code: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The child modules of `module` that its code names by a bare path
+/// (`images::ImagesOpener::new(…)` in `capture/mod.rs`).
+fn children_named(module: &ModPath, code: &str, modules: &BTreeSet<ModPath>) -> Vec<ModPath> {
+    modules
+        .iter()
+        .filter(|c| c.len() == module.len() + 1 && c[..module.len()] == module[..])
+        .filter(|c| {
+            let token = format!("{}::", c[module.len()]);
+            code.match_indices(&token).any(|(i, _)| {
+                let before = code[..i].chars().next_back();
+                !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == '_' || b == ':')
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// The deepest existing module a path written in `module` names.
 fn resolve(module: &ModPath, path: &[String], modules: &BTreeSet<ModPath>) -> Option<ModPath> {
     let mut full: ModPath = Vec::new();
@@ -168,12 +185,13 @@ fn use_graph() -> BTreeMap<ModPath, BTreeSet<ModPath>> {
     sources
         .iter()
         .map(|(m, code)| {
-            let uses = rooted_paths(code)
+            let mut uses: BTreeSet<ModPath> = rooted_paths(code)
                 .into_iter()
                 .chain(child_uses(code))
                 .filter_map(|p| resolve(m, &p, &modules))
                 .filter(|d| d != m)
                 .collect();
+            uses.extend(children_named(m, code, &modules));
             (m.clone(), uses)
         })
         .collect()
