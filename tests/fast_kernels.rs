@@ -70,7 +70,7 @@ fn rel_err(a: &[f64], truth: &[f64]) -> f64 {
 fn fast_gradients_are_as_accurate_as_candles() {
     let dev = Device::Cpu;
     let (vm32, _) = student(DType::F32, None);
-    irdistill::trainer::train::run::seed_weights(&vm32, 7).unwrap();
+    irdistill::trainer::train::init::seed_weights(&vm32, 7).unwrap();
     let x = Tensor::rand(0f32, 1f32, (4, 3, 64, 64), &dev).unwrap();
     let r: Vec<Tensor> = [8usize, 4, 2]
         .iter()

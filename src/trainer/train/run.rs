@@ -43,14 +43,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-// What callers reached as `train::run::…` before the loop's pieces got
-// modules of their own; the modules are the paths to use from now on.
-pub use super::init::{device, seed_weights};
-pub use super::options::TrainOptions;
-pub use super::results::EpochRow;
-pub use super::step::StepTimes;
-pub use super::validate::validate;
-pub use super::vars::named_vars;
+use super::init::{device, seed_weights};
+use super::options::TrainOptions;
+use super::results::EpochRow;
+use super::step::StepTimes;
+use super::validate::validate;
+use super::vars::named_vars;
 
 /// A training run in progress: `train` drives it epoch by epoch; tests
 /// drive single steps ([`Trainer::first_batches`], [`Trainer::train_step`]).
