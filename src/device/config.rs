@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
-use crate::device::capture::source::{
-    parse_pixel_format, SourceConfig, SourceSpec, SyntheticConfig,
-};
-use crate::device::capture::PixelFormat;
+use crate::device::capture::source::{parse_pixel_format, SourceConfig, SyntheticConfig};
 use crate::device::postprocess::{Zone, ZoneMode};
 use crate::device::track::TrackerConfig;
 use crate::shared::condition::Condition;
@@ -441,7 +438,7 @@ impl Config {
 
     /// `[source]` and `[source.synthetic]`.
     fn validate_source(&self) -> Result<()> {
-        self.source_spec().context("source.spec")?;
+        self.source.source_spec().context("source.spec")?;
         let s = &self.source;
         ensure!(
             s.fps.is_finite() && (0.0..=1000.0).contains(&s.fps),
@@ -493,18 +490,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn source_spec(&self) -> Result<SourceSpec> {
-        self.source.source_spec()
-    }
-
-    pub fn pixel_format(&self) -> Option<PixelFormat> {
-        self.source.pixel_format()
-    }
-
-    pub fn synthetic_conditions(&self) -> Vec<Condition> {
-        self.source.synthetic_conditions()
-    }
-
     /// The zones as the postprocess takes them.
     pub fn zones(&self) -> Vec<Zone> {
         self.zones
@@ -521,6 +506,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::capture::source::SourceSpec;
+    use crate::device::capture::PixelFormat;
 
     #[test]
     fn defaults_are_valid_and_overrides_parse() {
@@ -544,10 +531,10 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.camera.name, "porch");
         assert_eq!(
-            cfg.source_spec().unwrap(),
+            cfg.source.source_spec().unwrap(),
             SourceSpec::V4l2("/dev/video2".into())
         );
-        assert_eq!(cfg.pixel_format(), Some(PixelFormat::Mjpeg));
+        assert_eq!(cfg.source.pixel_format(), Some(PixelFormat::Mjpeg));
         assert_eq!(cfg.detect.class_conf["car"], 0.6);
         assert_eq!(cfg.zones()[0].points.len(), 4);
     }

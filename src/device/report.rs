@@ -56,7 +56,7 @@ impl Tally {
 /// The condition of each frame of the configured source, when known (the
 /// synthetic camera renders day, night and fog scenes in a fixed cycle).
 pub fn condition_map(cfg: &Config) -> Result<Option<SyntheticSource>> {
-    Ok(match cfg.source_spec()? {
+    Ok(match cfg.source.source_spec()? {
         SourceSpec::Synthetic => Some(SyntheticSource::new(&cfg.source)?),
         _ => None,
     })
@@ -171,7 +171,7 @@ impl Report {
             capture_timeouts: summary.capture_timeouts,
             camera_reconnects: summary.camera_reconnects,
             elapsed_s: summary.elapsed.as_secs_f64(),
-            fps: summary.frames as f64 / summary.elapsed.as_secs_f64().max(1e-3),
+            fps: summary.fps(),
             latency_ms: Percentiles::of(&metrics.latency),
             inference_ms: Percentiles::of(&metrics.inference),
             convert_ms: Percentiles::of(&metrics.convert),
