@@ -215,7 +215,7 @@ pub struct PipelineRun {
 
 impl PipelineRun {
     pub fn fps(&self) -> f64 {
-        self.summary.frames as f64 / self.summary.elapsed.as_secs_f64()
+        self.summary.fps()
     }
 }
 

@@ -205,12 +205,11 @@ fn open_outputs(cfg: &Config, http: Option<Arc<HttpState>>, observer: Observer) 
 }
 
 fn log_done(summary: &RunSummary) {
-    let fps = summary.frames as f64 / summary.elapsed.as_secs_f64().max(1e-3);
     tracing::info!(
         "done: {} frames processed in {:.1} s ({:.1} fps), {} captured, {} dropped, {} corrupt, {} timeouts, {} reconnects",
         summary.frames,
         summary.elapsed.as_secs_f64(),
-        fps,
+        summary.fps(),
         summary.frames_captured,
         summary.frames_dropped,
         summary.frames_corrupt,

@@ -96,6 +96,11 @@ impl RunSummary {
             elapsed,
         }
     }
+
+    /// Processed frames per second over the run.
+    pub fn fps(&self) -> f64 {
+        self.frames as f64 / self.elapsed.as_secs_f64().max(1e-3)
+    }
 }
 
 /// What every stage thread holds: the pools its spent jobs go back to, the
