@@ -155,6 +155,7 @@ pub fn trainable_vars(varmap: &VarMap) -> Vec<Var> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trainer::ops::max_abs_diff;
     use candle_core::{DType, Device, IndexOp};
 
     fn build(scale: &str, nc: usize, imgsz: usize) -> (VarMap, YoloV8) {
@@ -170,19 +171,6 @@ mod tests {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let model = YoloV8::load(vb, &cfg).unwrap();
         (varmap, model)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -293,6 +293,7 @@ impl CustomOp3 for BnSilu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trainer::ops::max_abs_diff;
     use candle_core::Device;
     use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
 
@@ -311,19 +312,6 @@ mod tests {
         assert_eq!(exp_f32(0.0), 1.0);
         assert!(sigmoid(200.0) == 1.0 && sigmoid(-200.0) < 1e-37);
         assert!(sigmoid(f32::NEG_INFINITY) >= 0.0 && sigmoid(f32::INFINITY) == 1.0);
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     fn bn(vm: &VarMap, c: usize) -> BatchNorm {

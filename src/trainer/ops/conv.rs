@@ -524,20 +524,8 @@ pub fn supported(x: &Tensor, w: &Tensor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trainer::ops::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// Forward and both gradients against candle's reference conv2d, for
     /// the kernel/stride/padding combinations the models use and odd sizes.

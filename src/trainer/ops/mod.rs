@@ -119,3 +119,19 @@ fn storage_f32<'a>(s: &'a Storage, l: &Layout, op: &str) -> candle_core::Result<
         _ => candle_core::bail!("{op}: CPU tensors only"),
     }
 }
+
+/// The largest absolute element difference of two same-shaped tensors:
+/// how the kernels' and the model's tests compare results.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
