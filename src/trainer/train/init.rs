@@ -3,9 +3,8 @@
 //! batches, the distiller (when distilling) and the optimizer with its
 //! learning-rate schedule. Continuing a run instead is `resume`.
 
-use super::augment::AugmentParams;
 use super::inputs::batch_inputs;
-use super::loader::{EpochLoader, LoaderConfig};
+use super::loader::EpochLoader;
 use super::optim::{Group, Optimizer, OptimizerKind, Param, Schedule};
 use super::options::TrainOptions;
 use super::source::{open_data, open_unlabeled, DataSpec, SynthSizes};
@@ -166,15 +165,7 @@ pub(super) fn warm_start_from_data(
     opts: &TrainOptions,
     device: &Device,
 ) -> Result<()> {
-    let cfg = LoaderConfig {
-        batch_size: opts.batch,
-        imgsz: opts.imgsz as u32,
-        augment: opts.augment.then(AugmentParams::default),
-        with_ir: model.needs_ir(),
-        shuffle: true,
-        workers: opts.workers,
-        seed: opts.seed,
-    };
+    let cfg = opts.training_loader(model.needs_ir(), true);
     let batches = EpochLoader::start(data.train.clone(), &cfg, 0, 0)
         .take(4)
         .map(|b| batch_inputs(&b?, opts.imgsz, device))

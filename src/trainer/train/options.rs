@@ -2,6 +2,8 @@
 //! of `trainer train` / `distill`, stored in every checkpoint so that
 //! `--resume` continues with them) and the checks they must pass.
 
+use super::augment::AugmentParams;
+use super::loader::LoaderConfig;
 use super::optim::OptimizerKind;
 use crate::shared::condition::Split;
 use crate::trainer::distill::DistillOptions;
@@ -44,6 +46,22 @@ pub struct TrainOptions {
     /// Distill from a frozen teacher (`trainer distill`).
     #[serde(default)]
     pub distill: Option<DistillOptions>,
+}
+
+impl TrainOptions {
+    /// How the run's training batches are loaded (size, augmentation,
+    /// workers, seed); `with_ir` when a teacher will see the IR image.
+    pub(super) fn training_loader(&self, with_ir: bool, shuffle: bool) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: self.batch,
+            imgsz: self.imgsz as u32,
+            augment: self.augment.then(AugmentParams::default),
+            with_ir,
+            shuffle,
+            workers: self.workers,
+            seed: self.seed,
+        }
+    }
 }
 
 /// Checkpoints written before `val_split` existed validated on `val`.

@@ -14,7 +14,6 @@
 //! it is configured with in `options`, the distillation part of a step in
 //! `step`, validation in `validate`, and results.csv in `results`.
 
-use super::augment::AugmentParams;
 use super::console;
 use super::ema::Ema;
 use super::init::{
@@ -249,16 +248,9 @@ impl Trainer {
     }
 
     fn loader_config(&self, shuffle: bool) -> LoaderConfig {
-        LoaderConfig {
-            batch_size: self.opts.batch,
-            imgsz: self.opts.imgsz as u32,
-            augment: self.opts.augment.then(AugmentParams::default),
-            // the teacher (trained, or distilled from) sees the IR image
-            with_ir: self.model.needs_ir() || self.distiller.is_some(),
-            shuffle,
-            workers: self.opts.workers,
-            seed: self.opts.seed,
-        }
+        // the teacher (trained, or distilled from) sees the IR image
+        let with_ir = self.model.needs_ir() || self.distiller.is_some();
+        self.opts.training_loader(with_ir, shuffle)
     }
 
     /// One pass over the training pairs; the row holds the epoch's mean

@@ -2,7 +2,6 @@
 //! one per optimizer step, so that `L_distill` also learns from pairs that
 //! have no labels.
 
-use super::augment::AugmentParams;
 use super::loader::{batches_per_epoch, Batch, EpochLoader, LoaderConfig};
 use super::options::TrainOptions;
 use super::source::PairSource;
@@ -22,13 +21,9 @@ pub(super) struct UnlabeledStream {
 impl UnlabeledStream {
     pub(super) fn new(source: Arc<dyn PairSource>, opts: &TrainOptions) -> Self {
         let cfg = LoaderConfig {
-            batch_size: opts.batch,
-            imgsz: opts.imgsz as u32,
-            augment: opts.augment.then(AugmentParams::default),
-            with_ir: true,
-            shuffle: true,
-            workers: opts.workers,
+            // a stream of its own, not the labeled pairs' order
             seed: opts.seed ^ 0x0a1b,
+            ..opts.training_loader(true, true)
         };
         let per_epoch = batches_per_epoch(source.len(), opts.batch).max(1) as u64;
         Self {
