@@ -132,7 +132,29 @@ fn demo_writes_detections_snapshots_and_summary() {
         assert_eq!(conds[*c]["detections"], *d, "{c}: {s}");
         let per_frame = conds[*c]["per_frame"].as_f64().unwrap();
         assert!((per_frame - *d as f64 / 12.0).abs() < 1e-9);
+        // scored against the generator's boxes: every detection is a hit
+        // or a false alarm, and every scene has objects
+        let a = &conds[*c]["accuracy"];
+        let (tp, fp) = (
+            a["true_positives"].as_u64().unwrap(),
+            a["false_positives"].as_u64().unwrap(),
+        );
+        assert_eq!(tp + fp, *d, "{c}: {s}");
+        let labels = a["labels"].as_u64().unwrap();
+        assert!(labels >= 12, "{c}: {s}");
+        assert!((a["recall"].as_f64().unwrap() - tp as f64 / labels as f64).abs() < 1e-9);
+        for name in NAMES {
+            let r = a["by_label"][name]["recall"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&r), "{c} {name}: {s}");
+        }
     }
+    let all = &s["detections"]["accuracy"];
+    let labels: u64 = conds
+        .values()
+        .map(|c| c["accuracy"]["labels"].as_u64().unwrap())
+        .sum();
+    assert_eq!(all["labels"].as_u64().unwrap(), labels, "{s}");
+    assert!(stdout.contains("against the generator's boxes"), "{stdout}");
 
     // snapshots: annotated frames with detections, at least a scene apart,
     // each listed with its frame and condition

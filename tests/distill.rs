@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 use irdistill::trainer::checkpoint;
-use irdistill::trainer::distill::DistillOptions;
+use irdistill::trainer::distill::{DistillLoss, DistillOptions};
 use irdistill::trainer::model::Fusion;
 use irdistill::trainer::train::optim::OptimizerKind;
 use irdistill::trainer::train::options::TrainOptions;
@@ -84,6 +84,8 @@ fn student_options(out: &Path, distill: Option<DistillOptions>) -> TrainOptions 
         stop_after: None,
         fusion: None,
         distill,
+        repeat: 1,
+        synth_conditions: None,
     }
 }
 
@@ -108,11 +110,42 @@ fn snapshot(tensors: impl Iterator<Item = (String, Tensor)>) -> Vec<(String, Vec
 #[test]
 fn one_distillation_step_leaves_the_teacher_bitwise_unchanged_and_moves_the_student() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = student_options(
-        &tmp.path().join("s"),
-        Some(distill_options(teacher(), Some("synth:4"))),
+    let mut distill = distill_options(teacher(), Some("synth:4"));
+    // every term, so every kind of head is checked (contrastive is off by default)
+    distill.losses = vec![
+        DistillLoss::Feature,
+        DistillLoss::Contrastive,
+        DistillLoss::Response,
+    ];
+    let opts = student_options(&tmp.path().join("s"), Some(distill));
+    let mut t = Trainer::new(opts.clone(), "cpu", false).unwrap();
+    // the pseudo-label threshold was chosen on the validation pairs
+    let q: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("s").join("pseudo_labels.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        q["threshold"].as_f64().is_some_and(|c| c > 0.0 && c < 1.0),
+        "{q}"
     );
-    let mut t = Trainer::new(opts, "cpu", false).unwrap();
+    // the same seed starts the same heads (linear biases included)
+    let again = Trainer::new(
+        TrainOptions {
+            out: tmp.path().join("s2"),
+            ..opts
+        },
+        "cpu",
+        false,
+    )
+    .unwrap();
+    let heads = |t: &Trainer| {
+        snapshot(
+            named_vars(&t.distiller().unwrap().heads)
+                .into_iter()
+                .map(|(n, v)| (n, v.as_tensor().clone())),
+        )
+    };
+    assert_eq!(heads(&t), heads(&again));
     let d = t.distiller().expect("distilling");
     let teacher_names: HashSet<String> = d.teacher_weights().keys().cloned().collect();
     assert!(teacher_names.contains("backbone_ir.b0.conv.weight"));
@@ -495,4 +528,59 @@ fn experiment_writes_the_results_schema_and_resumes() {
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(again["splits"], json["splits"]);
+}
+
+#[test]
+fn pseudo_label_writes_a_dataset_that_trains_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("labeled");
+    let label = |teacher: &Path, out: &Path| {
+        trainer(&[
+            "pseudo-label",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--data",
+            "synth:6:night,fog",
+            "--synth-val",
+            "4",
+            "--batch",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = label(teacher(), &out);
+    let stdout = ok(&o);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["pairs"], 6);
+    assert!(
+        summary["validation"]["threshold"].as_f64().is_some(),
+        "{summary}"
+    );
+    for d in ["images/rgb", "images/ir", "labels"] {
+        assert_eq!(std::fs::read_dir(out.join(d)).unwrap().count(), 6, "{d}");
+    }
+    // the folder is a dataset `trainer train` takes as it is
+    let run = tmp.path().join("student");
+    ok(&trainer(&[
+        "train",
+        "--data",
+        out.to_str().unwrap(),
+        "--imgsz",
+        "64",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    // a second run into the same folder refuses, touching nothing
+    let before = std::fs::read(out.join("meta.json")).unwrap();
+    let err = failure(&label(teacher(), &out));
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read(out.join("meta.json")).unwrap(), before);
+    // an RGB student cannot label pairs
+    let err = failure(&label(&run.join("best.safetensors"), &tmp.path().join("x")));
+    assert!(err.contains("RGB student"), "{err}");
 }

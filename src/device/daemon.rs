@@ -153,11 +153,23 @@ fn tally_observer(
     mut printer: Option<Printer>,
 ) -> Result<Observer> {
     let conditions = condition_map(cfg)?;
+    // the current scene's boxes, painted again only when the scene changes
+    let mut truth: Option<(u64, Vec<crate::shared::bbox::Label>)> = None;
     Ok(Box::new(move |event: &FrameEvent| {
         let condition = conditions
             .as_ref()
             .map(|s| s.condition_of(event.message.frame));
-        tally.lock().expect("tally").record(event, condition);
+        if let Some(s) = conditions.as_ref() {
+            let scene = s.scene_of(event.message.frame);
+            if truth.as_ref().map(|(i, _)| *i) != Some(scene) {
+                truth = Some((scene, s.labels_of_scene(scene)));
+            }
+        }
+        let labels = truth.as_ref().map(|(_, l)| l.as_slice());
+        tally
+            .lock()
+            .expect("tally")
+            .record(event, condition, labels);
         if let Some(p) = printer.as_mut() {
             p(event, condition);
         }

@@ -14,7 +14,9 @@ use crate::device::config::Config;
 use crate::device::infer::ModelInfo;
 use crate::device::metrics::{peak_resident_memory_bytes, Histogram, Metrics};
 use crate::device::pipeline::{FrameEvent, RunSummary};
+use crate::shared::bbox::{BBox, Detection, Label};
 use crate::shared::condition::Condition;
+use crate::shared::eval::pr::{match_counts, MatchCounts};
 
 /// Detections counted per label, overall and per condition, and the
 /// snapshots written, as the publish stage reports frames.
@@ -24,13 +26,27 @@ pub struct Tally {
     detections: BTreeMap<String, u64>,
     /// Frames and detections per label, per condition.
     conditions: BTreeMap<Condition, (u64, BTreeMap<String, u64>)>,
+    /// Against the source's ground truth (synthetic camera): matches per
+    /// class id, overall and per condition.
+    truth: BTreeMap<usize, MatchCounts>,
+    truth_by_condition: BTreeMap<Condition, BTreeMap<usize, MatchCounts>>,
     snapshots: Vec<SnapshotRecord>,
 }
 
 impl Tally {
-    /// Counts one published frame, of `condition` when the source knows it.
-    pub fn record(&mut self, event: &FrameEvent, condition: Option<Condition>) {
+    /// Counts one published frame, of `condition` when the source knows
+    /// it; with `truth` (the frame's labels, in frame pixels) its
+    /// detections are matched at IoU 0.5 per class.
+    pub fn record(
+        &mut self,
+        event: &FrameEvent,
+        condition: Option<Condition>,
+        truth: Option<&[Label]>,
+    ) {
         self.frames += 1;
+        if let Some(labels) = truth {
+            self.record_truth(event, condition, labels);
+        }
         let mut per_condition = condition.map(|c| {
             let entry = self.conditions.entry(c).or_default();
             entry.0 += 1;
@@ -49,6 +65,86 @@ impl Tally {
                 condition,
                 detections: event.message.detections.len(),
             });
+        }
+    }
+}
+
+impl Tally {
+    fn record_truth(&mut self, event: &FrameEvent, condition: Option<Condition>, labels: &[Label]) {
+        let dets: Vec<Detection> = event
+            .message
+            .detections
+            .iter()
+            .map(|d| Detection {
+                class_id: d.class_id,
+                score: d.score,
+                bbox: BBox::new(d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]),
+            })
+            .collect();
+        let classes: std::collections::BTreeSet<usize> = labels
+            .iter()
+            .map(|l| l.class_id)
+            .chain(dets.iter().map(|d| d.class_id))
+            .collect();
+        for c in classes {
+            let ls: Vec<Label> = labels.iter().filter(|l| l.class_id == c).copied().collect();
+            let ds: Vec<Detection> = dets.iter().filter(|d| d.class_id == c).copied().collect();
+            // published detections already passed the daemon's thresholds
+            let counts = match_counts(&ls, &ds, 0.0, 0.5);
+            self.truth.entry(c).or_default().add(counts);
+            if let Some(cond) = condition {
+                let per = self.truth_by_condition.entry(cond).or_default();
+                per.entry(c).or_default().add(counts);
+            }
+        }
+    }
+}
+
+/// Recall and precision at IoU 0.5 against the source's ground truth.
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Accuracy {
+    pub labels: usize,
+    pub true_positives: usize,
+    pub false_positives: usize,
+    pub recall: f64,
+    pub precision: f64,
+    /// Per model label: recall and precision.
+    pub by_label: BTreeMap<String, LabelAccuracy>,
+}
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct LabelAccuracy {
+    pub labels: usize,
+    pub recall: f64,
+    pub precision: f64,
+}
+
+impl Accuracy {
+    fn new(per_class: &BTreeMap<usize, MatchCounts>, names: &[String]) -> Self {
+        let mut all = MatchCounts::default();
+        for c in per_class.values() {
+            all.add(*c);
+        }
+        let by_label = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let c = per_class.get(&i).copied().unwrap_or_default();
+                let acc = LabelAccuracy {
+                    labels: c.labels,
+                    recall: c.recall(),
+                    precision: c.precision(),
+                };
+                (n.clone(), acc)
+            })
+            .collect();
+        Self {
+            labels: all.labels,
+            true_positives: all.tp,
+            false_positives: all.fp,
+            recall: all.recall(),
+            precision: all.precision(),
+            by_label,
         }
     }
 }
@@ -79,6 +175,9 @@ pub struct DetectionCounts {
     pub per_frame: f64,
     /// Every label of the model, zeros included.
     pub by_label: BTreeMap<String, u64>,
+    /// Against the source's ground truth (the synthetic camera's boxes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<Accuracy>,
 }
 
 impl DetectionCounts {
@@ -97,7 +196,17 @@ impl DetectionCounts {
                 0.0
             },
             by_label,
+            accuracy: None,
         }
+    }
+
+    fn with_accuracy(
+        mut self,
+        truth: Option<&BTreeMap<usize, MatchCounts>>,
+        names: &[String],
+    ) -> Self {
+        self.accuracy = truth.map(|t| Accuracy::new(t, names));
+        self
     }
 }
 
@@ -175,11 +284,17 @@ impl Report {
             latency_ms: Percentiles::of(&metrics.latency),
             inference_ms: Percentiles::of(&metrics.inference),
             convert_ms: Percentiles::of(&metrics.convert),
-            detections: DetectionCounts::new(tally.frames, &tally.detections, names),
+            detections: DetectionCounts::new(tally.frames, &tally.detections, names).with_accuracy(
+                (!tally.truth_by_condition.is_empty()).then_some(&tally.truth),
+                names,
+            ),
             conditions: tally
                 .conditions
                 .iter()
-                .map(|(c, (frames, counts))| (*c, DetectionCounts::new(*frames, counts, names)))
+                .map(|(c, (frames, counts))| {
+                    let d = DetectionCounts::new(*frames, counts, names);
+                    (*c, d.with_accuracy(tally.truth_by_condition.get(c), names))
+                })
                 .collect(),
             snapshots: tally.snapshots,
             peak_rss_bytes: peak_resident_memory_bytes(),

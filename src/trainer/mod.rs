@@ -24,4 +24,5 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod predict;
+pub mod pseudo_label;
 pub mod train;

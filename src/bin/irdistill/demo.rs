@@ -181,6 +181,34 @@ fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
         }
         s.push('\n');
     }
+    if r.detections.accuracy.is_some() {
+        let _ = write!(
+            s,
+            "\n  against the generator's boxes (IoU 0.5):\n  {:<9} {:>6} {:>7} {:>9}",
+            "condition", "boxes", "recall", "precision"
+        );
+        for n in names {
+            let _ = write!(s, " {:>14}", format!("{n} recall"));
+        }
+        s.push('\n');
+        let rows = r
+            .conditions
+            .iter()
+            .map(|(c, d)| (c.as_str(), d))
+            .chain(std::iter::once(("all", &r.detections)));
+        for (name, d) in rows {
+            let Some(a) = &d.accuracy else { continue };
+            let _ = write!(
+                s,
+                "  {:<9} {:>6} {:>7.3} {:>9.3}",
+                name, a.labels, a.recall, a.precision
+            );
+            for n in names {
+                let _ = write!(s, " {:>14.3}", a.by_label.get(n).map_or(0.0, |l| l.recall));
+            }
+            s.push('\n');
+        }
+    }
     let _ = writeln!(
         s,
         "\n  wrote {} ({} lines), {} ({} annotated JPEGs), {}",

@@ -3,6 +3,7 @@
 
 use crate::cmd_train;
 use anyhow::Result;
+use irdistill::trainer::distill::feature::FeatureNorm;
 use irdistill::trainer::distill::{DistillLoss, DistillOptions};
 use irdistill::trainer::train::run::train;
 use std::path::PathBuf;
@@ -12,12 +13,13 @@ pub struct Args {
     /// The teacher checkpoint (`trainer train --model teacher-p …`).
     #[arg(long)]
     pub teacher: PathBuf,
-    /// Distillation terms, comma-separated.
+    /// Distillation terms, comma-separated (contrastive is off by default:
+    /// it did not help; see docs/results/distill.md).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "feature,contrastive,response"
+        default_value = "feature,response"
     )]
     pub losses: Vec<DistillLoss>,
     /// α in L_det + α·L_distill.
@@ -32,9 +34,17 @@ pub struct Args {
     /// w_r: weight of the response (class KL + box LD) term.
     #[arg(long, default_value_t = DistillOptions::W_RESPONSE)]
     pub w_response: f64,
-    /// γ: feature-loss weight 1 + γ·foreground per cell.
+    /// How the feature term normalises maps: `batch` (per channel over the
+    /// batch, foreground and background means apart) or `image` (the first
+    /// recipe: per image, one mean weighted 1 + γ·foreground).
+    #[arg(long, value_enum, default_value = "batch")]
+    pub feature_norm: FeatureNorm,
+    /// Weight of the foreground mean of the feature term (`image`: γ).
     #[arg(long, default_value_t = DistillOptions::FEATURE_FG)]
     pub feature_fg: f64,
+    /// Weight of the background mean of the feature term (`batch` only).
+    #[arg(long, default_value_t = DistillOptions::FEATURE_BG)]
+    pub feature_bg: f64,
     /// InfoNCE temperature τ.
     #[arg(long, default_value_t = DistillOptions::TAU)]
     pub tau: f64,
@@ -44,9 +54,18 @@ pub struct Args {
     /// Weight of the box-distribution (DFL) KL inside the response term; 0 = off.
     #[arg(long, default_value_t = DistillOptions::LD_WEIGHT)]
     pub ld_weight: f64,
-    /// Teacher detections at or above this score are the objects of unlabeled pairs.
-    #[arg(long, default_value_t = DistillOptions::TEACHER_CONF)]
-    pub teacher_conf: f32,
+    /// Temperature of the box-distribution KL (localisation distillation).
+    #[arg(long, default_value_t = DistillOptions::LD_TEMPERATURE)]
+    pub ld_temperature: f64,
+    /// Teacher detections at or above this score are the objects (and
+    /// pseudo-labels) of unlabeled pairs; default: the threshold with the
+    /// best F1 on the validation pairs.
+    #[arg(long)]
+    pub teacher_conf: Option<f32>,
+    /// Weight of the detection loss on the teacher's pseudo-labels of
+    /// unlabeled pairs; 0: they add L_distill only.
+    #[arg(long, default_value_t = DistillOptions::PSEUDO_WEIGHT)]
+    pub pseudo_weight: f64,
     /// Unlabeled RGB+IR pairs (a folder, or synth:N): they add L_distill only.
     #[arg(long)]
     pub unlabeled: Option<String>,
@@ -65,11 +84,15 @@ pub fn run(a: Args) -> Result<()> {
         w_feature: a.w_feature,
         w_contrastive: a.w_contrastive,
         w_response: a.w_response,
+        feature_norm: a.feature_norm,
         feature_fg: a.feature_fg,
+        feature_bg: a.feature_bg,
         tau: a.tau,
         temperature: a.temperature,
         ld_weight: a.ld_weight,
+        ld_temperature: Some(a.ld_temperature),
         teacher_conf: a.teacher_conf,
+        pseudo_weight: a.pseudo_weight,
         unlabeled: a.unlabeled,
     });
     let rows = train(opts, &device, resume)?;

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// quick (one seed ≤ 45 min on 2 cores) or full (ablations; hours).
+    /// quick (one seed ≤ 45 min on 2 cores), full (every setting and
+    /// ablation at 256 px; hours) or paper (the converged protocol of
+    /// docs/results/distill.md: 100 epochs, 1200 test pairs; hours per arm).
+    /// A rerun with the same --out continues where the last one stopped.
     #[arg(long, default_value = "quick")]
     pub preset: String,
     /// Number of seeds (0, 1, …, K-1); mean ± std over them.
@@ -32,6 +35,9 @@ pub struct Args {
     /// Override the preset's number of held-out test pairs.
     #[arg(long)]
     pub synth_test: Option<usize>,
+    /// Override the preset's number of validation pairs.
+    #[arg(long)]
+    pub synth_val: Option<usize>,
     #[arg(long)]
     pub batch: Option<usize>,
     #[arg(long)]
@@ -44,6 +50,9 @@ pub struct Args {
     /// teachers they need; default: every arm of the preset.
     #[arg(long, value_delimiter = ',')]
     pub arms: Vec<String>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -52,12 +61,13 @@ pub fn run(a: Args) -> Result<()> {
     b.epochs = a.epochs.unwrap_or(b.epochs);
     b.synth_train = a.synth_train.unwrap_or(b.synth_train);
     b.synth_test = a.synth_test.unwrap_or(b.synth_test);
+    b.synth_val = a.synth_val.unwrap_or(b.synth_val);
     b.batch = a.batch.unwrap_or(b.batch);
     b.workers = a.workers.unwrap_or(b.workers);
     b.teacher_epochs = a.teacher_epochs.or(b.teacher_epochs);
     anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
     let seeds: Vec<u64> = (a.first_seed..a.first_seed + a.seeds).collect();
-    let json = run_experiment(&b, &seeds, &a.arms, &a.out)?;
+    let json = run_experiment(&b, &seeds, &a.arms, &a.out, &a.device)?;
     println!(
         "{}",
         serde_json::json!({"out": a.out, "splits": json["splits"], "elapsed_s": json["elapsed_s"]})

@@ -1,6 +1,6 @@
 //! `trainer train`: train a student (RGB) or teacher (RGB+IR) detector.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use irdistill::trainer::train::optim::OptimizerKind;
 use irdistill::trainer::train::options::TrainOptions;
 use irdistill::trainer::train::run::train;
@@ -68,6 +68,14 @@ pub struct Args {
     /// spans --epochs); continue later with --resume.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Pass over the training pairs this many times per epoch (a run on a
+    /// fifth of the labels with --repeat 5 takes the steps of a full one).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// --data synth: generate training pairs of only these conditions
+    /// (e.g. `day`); validation pairs keep all conditions.
+    #[arg(long, value_name = "LIST")]
+    pub conditions: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -122,6 +130,13 @@ pub fn options(a: Args) -> Result<TrainOptions> {
         stop_after: a.stop_after,
         fusion: a.fusion,
         distill: None,
+        repeat: a.repeat,
+        synth_conditions: a
+            .conditions
+            .as_deref()
+            .map(irdistill::shared::condition::parse_conditions)
+            .transpose()
+            .context("--conditions")?,
     };
     Ok(opts)
 }

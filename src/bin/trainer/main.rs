@@ -7,6 +7,7 @@ mod cmd_eval_coco;
 mod cmd_experiment;
 mod cmd_export;
 mod cmd_predict;
+mod cmd_pseudo_label;
 mod cmd_synth;
 mod cmd_train;
 mod cmd_val;
@@ -63,6 +64,9 @@ enum Command {
     Experiment(cmd_experiment::Args),
     /// Detect objects in images with a checkpoint; writes annotated copies.
     Predict(cmd_predict::Args),
+    /// Label unlabeled RGB+IR pairs with a teacher once: a paired YOLO-txt
+    /// dataset for plain `trainer train`.
+    PseudoLabel(cmd_pseudo_label::Args),
     /// Export a checkpoint to ONNX (ultralytics YOLOv8 layout).
     Export(cmd_export::Args),
     /// Time full training steps (forward, loss, backward, optimizer); JSON last line.
@@ -92,6 +96,7 @@ fn main() {
         Command::Export(args) => cmd_export::run(args),
         Command::Val(args) => cmd_val::run(args),
         Command::Predict(args) => cmd_predict::run(args),
+        Command::PseudoLabel(args) => cmd_pseudo_label::run(args),
     });
     if let Err(err) = result {
         eprintln!("error: {err:#}");

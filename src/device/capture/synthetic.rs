@@ -150,6 +150,20 @@ impl SyntheticSource {
             .0
     }
 
+    /// The scene shown at frame `sequence`.
+    pub fn scene_of(&self, sequence: u64) -> u64 {
+        sequence / self.hold_frames
+    }
+
+    /// The generator's boxes of scene `index`, in frame pixels: the ground
+    /// truth a demo scores its detections against.
+    pub fn labels_of_scene(&self, index: u64) -> Vec<crate::shared::bbox::Label> {
+        let g = &self.generators
+            [((index / self.scenes_per_condition) % self.generators.len() as u64) as usize]
+            .1;
+        raster::paint(&g.scene(index)).labels
+    }
+
     /// Renders scene `index` (RGB only: the thermal half is not needed).
     pub fn render(&self, index: u64) -> RgbImage {
         let g = &self.generators

@@ -8,6 +8,7 @@
 pub mod coco;
 pub mod json;
 pub mod metrics;
+pub mod pr;
 pub mod report;
 
 pub use coco::{evaluate, CocoEval, CocoStats, DetectionResult, GroundTruth};

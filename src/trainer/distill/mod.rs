@@ -6,10 +6,16 @@
 //! L_total = L_det + α·L_distill
 //! ```
 //!
-//! - [`feature`]: adapter-mapped neck features vs the teacher's, foreground-weighted;
-//! - [`contrastive`]: InfoNCE between per-object student and teacher embeddings;
+//! - [`feature`]: adapter-mapped neck features vs the teacher's, each
+//!   channel normalised over the batch (PKD), foreground and background
+//!   averaged separately (FGD);
+//! - [`contrastive`]: InfoNCE between per-object student and teacher
+//!   embeddings (off by default: it did not help, see `docs/results/`);
 //! - [`response`]: per-class Bernoulli KL of class scores, plus KL of the DFL
-//!   box distributions (localisation distillation).
+//!   box distributions (localisation distillation, at its own temperature);
+//! - [`pseudo`]: on unlabeled pairs, the teacher's detections (it sees IR)
+//!   above the threshold with the best F1 on validation become score-weighted
+//!   detection targets for the student.
 //!
 //! The teacher's features are its neck outputs N3/N4/N5, computed from the
 //! fused P3/P4/P5 (the "fused features" of the design; the student's neck
@@ -25,9 +31,10 @@
 pub mod contrastive;
 pub mod feature;
 pub mod objects;
+pub mod pseudo;
 pub mod response;
 
-use crate::shared::bbox::{BBox, Label};
+use crate::shared::bbox::{BBox, Detection, Label};
 use crate::shared::nms::{self, NmsParams};
 use crate::trainer::checkpoint;
 use crate::trainer::model::{Detector, ModelConfig, ModelOutput, STRIDES};
@@ -35,7 +42,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use contrastive::ContrastHeads;
-use feature::FeatureAdapters;
+use feature::{FeatureAdapters, FeatureNorm};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,17 +67,33 @@ pub struct DistillOptions {
     pub w_feature: f64,
     pub w_contrastive: f64,
     pub w_response: f64,
-    /// γ: feature-loss weight `1 + γ·fg` on foreground cells.
+    /// How feature maps are normalised and weighted (`image`: the first
+    /// recipe, kept for old checkpoints and as an ablation).
+    #[serde(default = "FeatureNorm::legacy")]
+    pub feature_norm: FeatureNorm,
+    /// `batch`: weight of the foreground mean squared error; `image`: γ in
+    /// the per-cell weight `1 + γ·fg`.
     pub feature_fg: f64,
+    /// `batch`: weight of the background mean squared error.
+    #[serde(default)]
+    pub feature_bg: f64,
     /// InfoNCE temperature τ.
     pub tau: f64,
     /// Response temperature T.
     pub temperature: f64,
     /// Weight of the DFL (box) KL inside the response term; 0 turns LD off.
     pub ld_weight: f64,
+    /// Temperature of the box KL (LD's paper: 10); none: `temperature`.
+    #[serde(default)]
+    pub ld_temperature: Option<f64>,
     /// Teacher detections at or above this score are the objects of
-    /// unlabeled pairs (contrastive term, foreground masks).
-    pub teacher_conf: f32,
+    /// unlabeled pairs (pseudo-labels, contrastive term, foreground masks);
+    /// none: the threshold with the best F1 on the validation pairs.
+    pub teacher_conf: Option<f32>,
+    /// Weight of the detection loss on the teacher's pseudo-labels of
+    /// unlabeled pairs (0: unlabeled pairs add `L_distill` only).
+    #[serde(default)]
+    pub pseudo_weight: f64,
     /// Unlabeled RGB+IR pairs (`DIR` or `synth:N`): L_distill only.
     pub unlabeled: Option<String>,
 }
@@ -81,30 +104,37 @@ impl DistillOptions {
     pub const W_FEATURE: f64 = 1.0;
     pub const W_CONTRASTIVE: f64 = 0.25;
     pub const W_RESPONSE: f64 = 1.0;
+    /// FGD weighs foreground twice the background; the background, where
+    /// the IR-only structure RGB cannot predict lives, gets a quarter.
     pub const FEATURE_FG: f64 = 2.0;
+    pub const FEATURE_BG: f64 = 0.5;
     pub const TAU: f64 = 0.1;
     pub const TEMPERATURE: f64 = 2.0;
-    pub const LD_WEIGHT: f64 = 0.5;
-    pub const TEACHER_CONF: f32 = 0.5;
+    pub const LD_WEIGHT: f64 = 0.25;
+    pub const LD_TEMPERATURE: f64 = 10.0;
+    pub const PSEUDO_WEIGHT: f64 = 1.0;
+    /// The default terms: contrastive is off (flat after its first epoch
+    /// and no gain in the experiments; `--losses` turns it on).
+    pub const LOSSES: [DistillLoss; 2] = [DistillLoss::Feature, DistillLoss::Response];
 
-    /// All three losses with the default weights, no unlabeled pairs.
+    /// The default recipe, no unlabeled pairs.
     pub fn with_defaults(teacher: PathBuf) -> Self {
         Self {
             teacher,
-            losses: vec![
-                DistillLoss::Feature,
-                DistillLoss::Contrastive,
-                DistillLoss::Response,
-            ],
+            losses: Self::LOSSES.to_vec(),
             alpha: Self::ALPHA,
             w_feature: Self::W_FEATURE,
             w_contrastive: Self::W_CONTRASTIVE,
             w_response: Self::W_RESPONSE,
+            feature_norm: FeatureNorm::Batch,
             feature_fg: Self::FEATURE_FG,
+            feature_bg: Self::FEATURE_BG,
             tau: Self::TAU,
             temperature: Self::TEMPERATURE,
             ld_weight: Self::LD_WEIGHT,
-            teacher_conf: Self::TEACHER_CONF,
+            ld_temperature: Some(Self::LD_TEMPERATURE),
+            teacher_conf: None,
+            pseudo_weight: Self::PSEUDO_WEIGHT,
             unlabeled: None,
         }
     }
@@ -132,6 +162,9 @@ pub struct Distiller {
     contrast: Option<ContrastHeads>,
     opts: DistillOptions,
     nc: usize,
+    /// Teacher detections at or above this score count as objects of
+    /// unlabeled pairs (`teacher_conf`, or set by [`Self::calibrate`]).
+    conf: f32,
 }
 
 impl Distiller {
@@ -204,7 +237,17 @@ impl Distiller {
             contrast,
             opts: opts.clone(),
             nc: student.nc,
+            conf: opts.teacher_conf.unwrap_or(pseudo::UNCALIBRATED_CONF),
         })
+    }
+
+    pub fn options(&self) -> &DistillOptions {
+        &self.opts
+    }
+
+    /// The score at or above which teacher detections are objects.
+    pub fn conf(&self) -> f32 {
+        self.conf
     }
 
     pub fn teacher(&self) -> &Detector {
@@ -232,7 +275,7 @@ impl Distiller {
     }
 
     /// The objects of each image: ground truth when `labels` is given, else
-    /// the teacher's detections at or above `teacher_conf`.
+    /// the teacher's detections at or above [`Self::conf`].
     pub fn objects(
         &self,
         teacher: &ModelOutput,
@@ -244,20 +287,27 @@ impl Distiller {
                 .map(|ls| ls.iter().map(|l| l.bbox).collect())
                 .collect());
         }
+        Ok(self
+            .teacher_detections(teacher)?
+            .into_iter()
+            .map(|ds| ds.into_iter().map(|d| d.bbox).collect())
+            .collect())
+    }
+
+    /// The teacher's detections per image (after NMS) at or above
+    /// [`Self::conf`], with class ids and scores.
+    pub fn teacher_detections(&self, teacher: &ModelOutput) -> Result<Vec<Vec<Detection>>> {
         let pred = crate::trainer::model::decode(&teacher.levels, crate::trainer::model::REG_MAX)?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?; // [B, 4 + nc, N]
         let params = NmsParams {
-            conf: self.opts.teacher_conf,
+            conf: self.conf,
             ..NmsParams::PREDICT
         };
         (0..pred.dim(0)?)
             .map(|i| {
                 let row: Vec<f32> = pred.get(i)?.flatten_all()?.to_vec1()?;
-                Ok(nms::detections(&row, self.nc, &params)
-                    .into_iter()
-                    .map(|d| d.bbox)
-                    .collect())
+                Ok(nms::detections(&row, self.nc, &params))
             })
             .collect()
     }
@@ -280,7 +330,8 @@ impl Distiller {
         let (mut feature, mut contrastive, mut response) = (0f32, 0f32, 0f32);
         if let Some(adapters) = &self.adapters {
             let fg = self.foreground(teacher, &objects)?;
-            let l = adapters.loss(s, t, &fg, self.opts.feature_fg)?;
+            let o = &self.opts;
+            let l = adapters.loss(s, t, &fg, o.feature_norm, o.feature_fg, o.feature_bg)?;
             feature = l.to_scalar()?;
             total = (total + l.affine(self.opts.w_feature, 0.0)?)?;
         }
@@ -296,6 +347,7 @@ impl Distiller {
                 &teacher.levels,
                 self.nc,
                 self.opts.temperature,
+                self.opts.ld_temperature.unwrap_or(self.opts.temperature),
             )?;
             let l = (cls + ld.affine(self.opts.ld_weight, 0.0)?)?;
             response = l.to_scalar()?;

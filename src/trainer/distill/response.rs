@@ -11,8 +11,9 @@
 //!
 //! Boxes (localisation distillation, LD): KL between the teacher's and the
 //! student's DFL distributions (softmax over the 16 bins of each side, at
-//! temperature T), weighted by the teacher's class confidence only, since a
-//! box distribution means nothing where there is no object.
+//! their own temperature T_ld, 10 in LD's paper, times T_ld²), weighted by
+//! the teacher's class confidence only, since a box distribution means
+//! nothing where there is no object.
 
 use anyhow::Result;
 use candle_core::Tensor;
@@ -30,6 +31,7 @@ pub fn response_loss(
     teacher_levels: &[Tensor],
     nc: usize,
     temperature: f64,
+    ld_temperature: f64,
 ) -> Result<(Tensor, Tensor)> {
     let s = flatten_levels(student_levels)?; // [B, 64 + nc, N]
     let t = flatten_levels(teacher_levels)?.detach();
@@ -56,13 +58,14 @@ pub fn response_loss(
     // Boxes: [B, 4, 16, N], softmax over the bins.
     let s_box = s.narrow(1, 0, box_ch)?.reshape((b, 4, REG_MAX, n))?;
     let t_box = t.narrow(1, 0, box_ch)?.reshape((b, 4, REG_MAX, n))?;
-    let log_p_s = candle_nn::ops::log_softmax(&(s_box / tt)?, 2)?;
-    let log_p_t = candle_nn::ops::log_softmax(&(t_box / tt)?, 2)?;
+    let tl = ld_temperature;
+    let log_p_s = candle_nn::ops::log_softmax(&(s_box / tl)?, 2)?;
+    let log_p_t = candle_nn::ops::log_softmax(&(t_box / tl)?, 2)?;
     let kl_box = (log_p_t.exp()? * (&log_p_t - log_p_s)?)?
         .sum(2)? // [B, 4, N]
         .mean_keepdim(1)?; // [B, 1, N]
     let ld =
-        ((kl_box * &conf_t)?.sum_all()? / (conf_t.sum_all()? + 1e-6)?)?.affine(tt * tt, 0.0)?;
+        ((kl_box * &conf_t)?.sum_all()? / (conf_t.sum_all()? + 1e-6)?)?.affine(tl * tl, 0.0)?;
     Ok((cls, ld))
 }
 
@@ -81,11 +84,11 @@ mod tests {
     #[test]
     fn zero_when_student_equals_teacher_and_positive_otherwise() {
         let t = levels(0.0);
-        let (cls, ld) = response_loss(&t, &t, 3, 2.0).unwrap();
+        let (cls, ld) = response_loss(&t, &t, 3, 2.0, 10.0).unwrap();
         assert!(cls.to_scalar::<f32>().unwrap().abs() < 1e-4);
         assert!(ld.to_scalar::<f32>().unwrap().abs() < 1e-5);
         let s = levels(1.0);
-        let (cls, ld) = response_loss(&s, &t, 3, 2.0).unwrap();
+        let (cls, ld) = response_loss(&s, &t, 3, 2.0, 10.0).unwrap();
         assert!(cls.to_scalar::<f32>().unwrap() > 0.01);
         assert!(ld.to_scalar::<f32>().unwrap() > 0.01);
     }
@@ -98,7 +101,7 @@ mod tests {
             x[64] = v;
             vec![Tensor::from_vec(x, (1, 65, 1, 1), &Device::Cpu).unwrap()]
         };
-        let (cls, _) = response_loss(&mk(1.0), &mk(3.0), 1, 1.0).unwrap();
+        let (cls, _) = response_loss(&mk(1.0), &mk(3.0), 1, 1.0, 1.0).unwrap();
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         let (p, q) = (sig(3.0), sig(1.0));
         let kl = p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();

@@ -147,6 +147,19 @@ impl DetectionLoss {
     /// the labels of image `b` (boxes in input pixels, class ids below
     /// `num_classes`). Images and whole batches without objects are fine.
     pub fn compute(&self, levels: &[Tensor], targets: &[Vec<Label>]) -> Result<LossOutput> {
+        self.compute_weighted(levels, targets, None)
+    }
+
+    /// [`Self::compute`] with a weight per target (`weights[b][i]` for
+    /// `targets[b][i]`, e.g. a pseudo-label's score): the assigner's soft
+    /// target scores of a target's anchors are scaled by it, and with them
+    /// its share of all three terms.
+    pub fn compute_weighted(
+        &self,
+        levels: &[Tensor],
+        targets: &[Vec<Label>],
+        weights: Option<&[Vec<f32>]>,
+    ) -> Result<LossOutput> {
         self.check_assigner()?;
         let fp = self.flatten(levels)?;
         let (b, _, _) = fp.pred_scores.dims3()?;
@@ -155,7 +168,7 @@ impl DetectionLoss {
             "loss: {} target lists for a batch of {b}",
             targets.len()
         );
-        let bt = targets::assign_batch(&self.cfg, &fp, targets)?;
+        let bt = targets::assign_batch(&self.cfg, &fp, targets, weights)?;
         let tss = bt.target_scores_sum();
         let class = class_term(&fp, &bt.target_scores, tss)?;
         let (box_iou, dfl) = self.foreground_terms(&fp, &bt.fg, tss)?;

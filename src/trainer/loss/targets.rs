@@ -135,11 +135,13 @@ impl BatchTargets {
 }
 
 /// Runs the assigner on each image of the batch (`targets[b]`: image `b`'s
-/// labels in input pixels) and gathers the targets.
+/// labels in input pixels, `weights[b]` their weights, 1 when absent) and
+/// gathers the targets.
 pub(super) fn assign_batch(
     cfg: &LossConfig,
     fp: &FlatPredictions,
     targets: &[Vec<Label>],
+    weights: Option<&[Vec<f32>]>,
 ) -> Result<BatchTargets> {
     let nc = cfg.num_classes;
     let (b, n, _) = fp.pred_scores.dims3()?;
@@ -152,7 +154,7 @@ pub(super) fn assign_batch(
     let mut pd_px = vec![[0f32; 4]; n];
     for (bi, gts) in targets.iter().enumerate() {
         inputs.image_boxes_px(bi, &fp.stride_per_anchor, &mut pd_px);
-        let a = cfg
+        let mut a = cfg
             .assigner
             .assign(
                 &inputs.scores[bi * n * nc..(bi + 1) * n * nc],
@@ -161,9 +163,26 @@ pub(super) fn assign_batch(
                 gts,
             )
             .with_context(|| format!("loss: image {bi} of the batch"))?;
+        if let Some(w) = weights.map(|w| &w[bi]) {
+            scale_by_target_weight(&mut a, w);
+        }
         out.target_scores.extend_from_slice(&a.target_scores);
         out.fg.push_image(bi, &a, fp, cfg.reg_max);
         out.assignments.push(a);
     }
     Ok(out)
+}
+
+/// Scales the target scores of each foreground anchor by the weight of the
+/// target it is assigned to.
+fn scale_by_target_weight(a: &mut Assignment, weights: &[f32]) {
+    let nc = a.num_classes;
+    for n in 0..a.fg_mask.len() {
+        if a.fg_mask[n] {
+            let w = weights.get(a.target_gt_idx[n]).copied().unwrap_or(1.0);
+            for v in &mut a.target_scores[n * nc..(n + 1) * nc] {
+                *v *= w;
+            }
+        }
+    }
 }

@@ -352,3 +352,37 @@ fn bad_shapes_are_errors() {
     cfg.strides = vec![8.0, 16.0];
     assert!(detection_loss(&levels, &[vec![]], &cfg).is_err());
 }
+
+#[test]
+fn target_weights_scale_the_assigned_scores() {
+    // pseudo-labels: weight 1 is the plain loss; a lower weight lowers the
+    // targets (and their share) of that object's anchors only
+    let levels = random_levels(5, 1, 65, &[(4, 4), (2, 2), (1, 1)], 1.0);
+    let gts = vec![vec![
+        label(0, [2.0, 2.0, 20.0, 20.0]),
+        label(0, [12.0, 4.0, 30.0, 28.0]),
+    ]];
+    let loss = DetectionLoss::new(1);
+    let plain = loss.compute(&levels, &gts).unwrap();
+    let ones = loss
+        .compute_weighted(&levels, &gts, Some(&[vec![1.0, 1.0]]))
+        .unwrap();
+    assert_eq!(plain.cls_loss, ones.cls_loss);
+    assert_eq!(plain.target_scores_sum, ones.target_scores_sum);
+    let half = loss
+        .compute_weighted(&levels, &gts, Some(&[vec![0.5, 1.0]]))
+        .unwrap();
+    assert!(half.target_scores_sum < plain.target_scores_sum);
+    assert_eq!(half.num_fg, plain.num_fg);
+    let first_only: f32 = plain.assignments[0]
+        .target_gt_idx
+        .iter()
+        .zip(&plain.assignments[0].fg_mask)
+        .enumerate()
+        .filter(|(_, (&g, &fg))| fg && g == 0)
+        .map(|(n, _)| plain.assignments[0].target_scores[n])
+        .sum();
+    // tss is max(Σ, 1): compare the sums before that floor
+    let sum = |o: &LossOutput| o.assignments[0].target_scores.iter().sum::<f32>();
+    assert!((sum(&plain) - sum(&half) - 0.5 * first_only).abs() < 1e-5);
+}

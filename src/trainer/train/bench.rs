@@ -114,6 +114,8 @@ fn bench_run_options(o: &BenchOptions, out: PathBuf) -> TrainOptions {
         stop_after: None,
         fusion: None,
         distill: None,
+        repeat: 1,
+        synth_conditions: None,
     }
 }
 

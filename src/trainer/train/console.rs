@@ -44,12 +44,13 @@ pub(super) fn step_message(
 
 /// The mean of each distillation term over the epoch's `batches` labeled
 /// batches, from their sums.
-pub(super) fn log_distill_terms(term_sums: [f64; 3], batches: usize) {
+pub(super) fn log_distill_terms(term_sums: [f64; 4], batches: usize) {
     eprintln!(
-        "distill terms (labeled batches, before weights): feature {:.4} contrastive {:.4} response {:.4}",
+        "distill terms (labeled batches, before weights): feature {:.4} contrastive {:.4} response {:.4}; pseudo-label L_det (unlabeled batches) {:.4}",
         term_sums[0] / batches as f64,
         term_sums[1] / batches as f64,
-        term_sums[2] / batches as f64
+        term_sums[2] / batches as f64,
+        term_sums[3] / batches as f64
     );
 }
 

@@ -7,7 +7,7 @@ use super::inputs::batch_inputs;
 use super::loader::EpochLoader;
 use super::optim::{Group, Optimizer, OptimizerKind, Param, Schedule};
 use super::options::TrainOptions;
-use super::source::{open_data, open_unlabeled, DataSpec, SynthSizes};
+use super::source::{open_data, open_unlabeled, DataSpec, Repeated, SynthSizes};
 use super::unlabeled::UnlabeledStream;
 use super::vars::named_vars;
 use crate::trainer::distill::Distiller;
@@ -38,7 +38,20 @@ pub(super) fn open_training_data(opts: &TrainOptions) -> Result<DataSpec> {
         seed: opts.seed,
     };
     tracing::info!("loading data {}", opts.data);
-    open_data(&opts.data, synth, opts.val_split)
+    let mut data = open_data(
+        &opts.data,
+        synth,
+        opts.val_split,
+        opts.synth_conditions.as_deref(),
+    )?;
+    if opts.repeat > 1 {
+        data.train = std::sync::Arc::new(Repeated {
+            inner: data.train,
+            times: opts.repeat,
+        });
+        data.description += &format!(", each epoch passes over them {}×", opts.repeat);
+    }
+    Ok(data)
 }
 
 /// The model `opts` asks for, with the data's classes.
@@ -61,19 +74,25 @@ pub(super) fn new_detector(cfg: &ModelConfig, device: &Device) -> Result<(VarMap
 }
 
 /// Draws every convolution weight again from a seeded RNG (PyTorch's default
-/// kaiming-uniform bound 1/sqrt(fan_in)): candle's CPU initialisers cannot be
-/// seeded, and runs with the same `--seed` must start from the same weights.
+/// kaiming-uniform bound 1/sqrt(fan_in)), and every linear layer's bias:
+/// candle's CPU initialisers cannot be seeded, and runs with the same
+/// `--seed` must start from the same weights (the distiller's projection
+/// heads are linear layers; the detectors have none).
 pub fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
     let data = varmap.data().lock().expect("VarMap mutex poisoned");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     for name in names {
         let var = &data[name];
-        if var.rank() < 2 || is_running_stat(name) {
+        if is_running_stat(name) {
             continue;
         }
         let dims = var.dims().to_vec();
-        let fan_in: usize = dims[1..].iter().product();
+        let fan_in: usize = match linear_bias_fan_in(&data, name, var) {
+            Some(fan_in) => fan_in,
+            None if var.rank() < 2 => continue,
+            None => dims[1..].iter().product(),
+        };
         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::shared::condition::stable_hash(name));
         let values: Vec<f32> = (0..var.elem_count())
@@ -82,6 +101,18 @@ pub fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
         var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())
+}
+
+/// The fan-in of a linear layer's bias (`X.bias` beside a rank-2
+/// `X.weight`), drawn like PyTorch's `nn.Linear` does; `None` for every
+/// other tensor. Convolution biases start at constants and need no draw.
+fn linear_bias_fan_in(
+    data: &std::collections::HashMap<String, Var>,
+    name: &str,
+    var: &Var,
+) -> Option<usize> {
+    let weight = data.get(&format!("{}.weight", name.strip_suffix(".bias")?))?;
+    (var.rank() == 1 && weight.rank() == 2).then(|| weight.dims()[1])
 }
 
 /// The distiller of a `trainer distill` run (none otherwise), its adapters
@@ -225,4 +256,40 @@ pub(super) fn lr_schedule(opts: &TrainOptions, batches_per_epoch: u64) -> Schedu
         warmup_momentum: 0.8,
         momentum: opts.momentum,
     }
+}
+
+/// Chooses the teacher's pseudo-label threshold on the validation pairs
+/// (best F1) when the run has unlabeled pairs and no `--teacher-conf`, and
+/// writes the pseudo-labels' quality there to `pseudo_labels.json`.
+pub(super) fn calibrate_pseudo_labels(
+    distiller: &mut Distiller,
+    data: &DataSpec,
+    opts: &TrainOptions,
+    device: &Device,
+) -> Result<()> {
+    if !distiller.needs_calibration() {
+        return Ok(());
+    }
+    let images = super::validate::predict_images(
+        distiller.teacher(),
+        data.val.clone(),
+        data.names.len(),
+        opts.imgsz,
+        opts.batch,
+        opts.workers,
+        device,
+    )?;
+    let q = distiller.calibrate(&images);
+    tracing::info!(
+        "pseudo-labels: teacher detections ≥ {:.2} (best F1 on {} validation pairs): precision {:.3} recall {:.3}",
+        q.threshold,
+        q.images,
+        q.precision,
+        q.recall
+    );
+    let path = opts.out.join("pseudo_labels.json");
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&q)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

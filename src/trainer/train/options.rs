@@ -5,7 +5,7 @@
 use super::augment::AugmentParams;
 use super::loader::LoaderConfig;
 use super::optim::OptimizerKind;
-use crate::shared::condition::Split;
+use crate::shared::condition::{Condition, Split};
 use crate::trainer::distill::DistillOptions;
 use crate::trainer::model::Fusion;
 use anyhow::{ensure, Context, Result};
@@ -46,6 +46,19 @@ pub struct TrainOptions {
     /// Distill from a frozen teacher (`trainer distill`).
     #[serde(default)]
     pub distill: Option<DistillOptions>,
+    /// Each epoch passes over the training pairs this many times (`--repeat`):
+    /// a run on a fraction 1/k of the labels with `repeat` k takes as many
+    /// optimizer steps, with the same schedule, as one on all of them.
+    #[serde(default = "one")]
+    pub repeat: usize,
+    /// `--data synth`: generate training pairs of only these conditions
+    /// (`--conditions day`: labels by day only); validation keeps all.
+    #[serde(default)]
+    pub synth_conditions: Option<Vec<Condition>>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainOptions {
@@ -80,6 +93,11 @@ pub(super) fn check_options(o: &TrainOptions) -> Result<()> {
     ensure!(o.batch >= 1, "--batch must be at least 1");
     ensure!(o.lr0 > 0.0 && o.lr0.is_finite(), "--lr0 must be positive");
     ensure!(o.workers >= 1, "--workers must be at least 1");
+    ensure!(o.repeat >= 1, "--repeat must be at least 1");
+    ensure!(
+        o.synth_conditions.is_none() || o.data == "synth",
+        "--conditions applies to --data synth only (a dataset's pairs are what they are)"
+    );
     if o.data == "synth" {
         ensure!(
             o.synth_train >= 1 && o.synth_val >= 1,

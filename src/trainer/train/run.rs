@@ -17,8 +17,8 @@
 use super::console;
 use super::ema::Ema;
 use super::init::{
-    lr_schedule, model_config, new_detector, new_distiller, new_optimizer, open_training_data,
-    unlabeled_stream, warm_start_from_data,
+    calibrate_pseudo_labels, lr_schedule, model_config, new_detector, new_distiller, new_optimizer,
+    open_training_data, unlabeled_stream, warm_start_from_data,
 };
 use super::inputs::batch_inputs;
 use super::loader::{batches_per_epoch, Batch, EpochLoader, LoaderConfig};
@@ -63,8 +63,9 @@ pub struct Trainer {
     eval_model: Detector,
     distiller: Option<Distiller>,
     unlabeled: Option<UnlabeledStream>,
-    /// Sums of the (feature, contrastive, response) terms this epoch.
-    distill_terms: [f64; 3],
+    /// Sums of the (feature, contrastive, response, pseudo-label) terms
+    /// this epoch.
+    distill_terms: [f64; 4],
     optimizer: Optimizer,
     ema: Ema,
     loss: DetectionLoss,
@@ -104,7 +105,10 @@ impl Trainer {
         let cfg = model_config(&opts, &data);
         let (varmap, model) = new_detector(&cfg, &device)?;
         seed_weights(&varmap, opts.seed)?;
-        let distiller = new_distiller(&opts, &cfg, &model, &device)?;
+        let mut distiller = new_distiller(&opts, &cfg, &model, &device)?;
+        if let Some(d) = distiller.as_mut() {
+            calibrate_pseudo_labels(d, &data, &opts, &device)?;
+        }
         let unlabeled = unlabeled_stream(&opts)?;
         if !resume {
             warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
@@ -135,7 +139,7 @@ impl Trainer {
             eval_model,
             distiller,
             unlabeled,
-            distill_terms: [0.0; 3],
+            distill_terms: [0.0; 4],
             last_step: StepTimes::default(),
             optimizer,
             ema,
@@ -336,6 +340,7 @@ impl Trainer {
             let distill = DistillStep {
                 distiller: d,
                 student: &self.model,
+                det_loss: &self.loss,
                 alpha: self.opts.distill.as_ref().map_or(1.0, |o| o.alpha),
                 seed: self.opts.seed ^ self.optimizer.step.wrapping_mul(0x9e37_79b9),
                 imgsz: self.opts.imgsz,
@@ -348,7 +353,8 @@ impl Trainer {
             let terms = &mut self.distill_terms;
             total = distill.add_labeled(total, &mut distill_value, terms, &mut times)?;
             if let Some(u) = unlabeled {
-                total = distill.add_unlabeled(total, u, &mut distill_value)?;
+                let pseudo = &mut self.distill_terms[3];
+                total = distill.add_unlabeled(total, u, &mut distill_value, pseudo)?;
             }
         }
         let parts = [

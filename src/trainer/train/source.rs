@@ -1,7 +1,7 @@
 //! Where training and validation pairs come from: a dataset on disk, or the
 //! scene generator (`--data synth`), behind one small interface.
 
-use crate::shared::condition::Split;
+use crate::shared::condition::{parse_conditions, Condition, Split};
 use crate::shared::data::Dataset;
 use crate::shared::pair::FramePair;
 use crate::shared::synth::{Generator, SynthConfig};
@@ -92,17 +92,66 @@ pub struct SynthSizes {
     pub seed: u64,
 }
 
+/// A source whose pairs are passed over `times` times in a row: an epoch
+/// of a labeled subset then has as many steps as one of the full set, so
+/// every arm of an experiment gets the same number of optimizer steps.
+pub struct Repeated {
+    pub inner: Arc<dyn PairSource>,
+    pub times: usize,
+}
+
+impl PairSource for Repeated {
+    fn len(&self) -> usize {
+        self.inner.len() * self.times
+    }
+    fn load(&self, index: usize) -> Result<FramePair> {
+        self.inner.load(index % self.inner.len())
+    }
+}
+
 /// Opens `--data` (`synth` or a dataset folder) for training.
-pub fn open_data(data: &str, synth: SynthSizes, val_split: Split) -> Result<DataSpec> {
+/// `train_conditions`: generated training pairs of only these conditions
+/// (validation pairs keep all of them).
+pub fn open_data(
+    data: &str,
+    synth: SynthSizes,
+    val_split: Split,
+    train_conditions: Option<&[Condition]>,
+) -> Result<DataSpec> {
     if data == "synth" {
         let gen = Generator::new(SynthConfig::default(), synth.seed)?;
+        let train = match train_conditions {
+            None => synth_split(&gen, Split::Train, synth.train),
+            Some(c) => {
+                let config = SynthConfig {
+                    conditions: c.to_vec(),
+                    ..SynthConfig::default()
+                };
+                synth_split(
+                    &Generator::new(config, synth.seed)?,
+                    Split::Train,
+                    synth.train,
+                )
+            }
+        };
+        let only = train_conditions.map_or(String::new(), |c| {
+            let names: Vec<&str> = c.iter().map(|c| c.as_str()).collect();
+            format!(", {} only", names.join("+"))
+        });
         return Ok(DataSpec {
             names: Generator::names(),
-            train: Arc::new(synth_split(&gen, Split::Train, synth.train)),
+            train: Arc::new(train),
             val: Arc::new(synth_split(&gen, val_split, synth.val)),
-            description: format!("synth seed {} ({} train pairs)", synth.seed, synth.train),
+            description: format!(
+                "synth seed {} ({} train pairs{only})",
+                synth.seed, synth.train
+            ),
         });
     }
+    anyhow::ensure!(
+        train_conditions.is_none(),
+        "--data {data}: training conditions can only be chosen for --data synth"
+    );
     let dataset =
         Arc::new(Dataset::open(Path::new(data)).with_context(|| format!("--data {data}"))?);
     let (train, val) = (
@@ -173,15 +222,32 @@ impl PairSource for crate::shared::data::UnlabeledPairs {
 
 /// `--unlabeled`: `synth:N` (N training-split pairs of the generator with
 /// `seed`, after the `labeled` ones the labeled set uses, so the two never
-/// overlap) or a folder of RGB+IR pairs. Labels are dropped either way.
+/// overlap), `synth:N:CONDITIONS` (N pairs of only those conditions, e.g.
+/// `synth:800:night,fog`, from the generator with `seed + 1`: other scenes
+/// than the labeled ones) or a folder of RGB+IR pairs. Labels are dropped
+/// either way.
 pub fn open_unlabeled(spec: &str, seed: u64, labeled: usize) -> Result<Arc<dyn PairSource>> {
-    if let Some(n) = spec.strip_prefix("synth:") {
-        let n: usize = n
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .with_context(|| format!("--unlabeled {spec}: expected synth:N with N ≥ 1"))?;
-        let gen = Generator::new(SynthConfig::default(), seed)?;
+    if let Some(rest) = spec.strip_prefix("synth:") {
+        let (n, conditions) = match rest.split_once(':') {
+            None => (rest, None),
+            Some((n, c)) => (
+                n,
+                Some(parse_conditions(c).with_context(|| format!("--unlabeled {spec}"))?),
+            ),
+        };
+        let n: usize = n.parse().ok().filter(|&n| n > 0).with_context(|| {
+            format!("--unlabeled {spec}: expected synth:N or synth:N:CONDITIONS with N ≥ 1")
+        })?;
+        let (gen, labeled) = match conditions {
+            None => (Generator::new(SynthConfig::default(), seed)?, labeled),
+            Some(conditions) => {
+                let config = SynthConfig {
+                    conditions,
+                    ..SynthConfig::default()
+                };
+                (Generator::new(config, seed.wrapping_add(1))?, 0)
+            }
+        };
         let pairs = synth_indices(Split::Train, labeled + n)
             .into_par_iter()
             .skip(labeled)

@@ -6,6 +6,7 @@
 use super::inputs::batch_inputs;
 use super::loader::Batch;
 use crate::trainer::distill::Distiller;
+use crate::trainer::loss::DetectionLoss;
 use crate::trainer::model::{Detector, ModelOutput};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -34,6 +35,8 @@ pub(super) struct DistillStep<'a> {
     pub distiller: &'a Distiller,
     /// The student being trained (forwarded again on unlabeled pairs).
     pub student: &'a Detector,
+    /// `L_det`, also of the teacher's pseudo-labels on unlabeled pairs.
+    pub det_loss: &'a DetectionLoss,
     /// Weight α of `L_distill` beside `L_det`.
     pub alpha: f64,
     /// Seeds the losses' sampling; differs from step to step.
@@ -58,7 +61,7 @@ impl DistillStep<'_> {
         &self,
         total: Tensor,
         value: &mut f64,
-        term_sums: &mut [f64; 3],
+        term_sums: &mut [f64; 4],
         times: &mut StepTimes,
     ) -> Result<Tensor> {
         let ir = self
@@ -90,12 +93,15 @@ impl DistillStep<'_> {
     }
 
     /// Adds `α·B·L_distill` of the unlabeled batch `u` (student and teacher
-    /// forwarded on it here) to `total`, and its value (before α) to `value`.
+    /// forwarded on it here) to `total`, and its value (before α) to `value`;
+    /// with a pseudo-label weight w, also `w·L_det` of the teacher's
+    /// score-weighted pseudo-labels (its value to `pseudo`).
     pub(super) fn add_unlabeled(
         &self,
         total: Tensor,
         u: &Batch,
         value: &mut f64,
+        pseudo: &mut f64,
     ) -> Result<Tensor> {
         let (ux, uir) = batch_inputs(u, self.imgsz, self.device)?;
         let uir = uir.context("unlabeled pairs need their IR image")?;
@@ -105,7 +111,18 @@ impl DistillStep<'_> {
             .distiller
             .loss(&student, &teacher, None, self.seed ^ 1)?;
         *value += terms.total.to_scalar::<f32>()? as f64;
-        Ok((total + terms.total.affine(self.alpha * u.len() as f64, 0.0)?)?)
+        let mut total = (total + terms.total.affine(self.alpha * u.len() as f64, 0.0)?)?;
+        let w = self.distiller.options().pseudo_weight;
+        if w > 0.0 {
+            let (labels, weights) = self.distiller.pseudo_labels(&teacher)?;
+            let l = self
+                .det_loss
+                .compute_weighted(&student.levels, &labels, Some(&weights))?;
+            *pseudo += (l.box_loss + l.cls_loss + l.dfl_loss) as f64;
+            // L_det is already × B
+            total = (total + l.total.affine(w, 0.0)?)?;
+        }
+        Ok(total)
     }
 }
 

@@ -29,6 +29,22 @@ pub fn validate(
     workers: usize,
     device: &Device,
 ) -> Result<EvalReport> {
+    let images = predict_images(model, source, names.len(), imgsz, batch, workers, device)?;
+    Ok(evaluate_dataset(names, &images))
+}
+
+/// Runs `model` over `source`: each pair's labels, condition and the
+/// model's detections (validation NMS: conf 0.001, up to 300), in
+/// model-input pixels. A teacher gets the IR image of each pair too.
+pub fn predict_images(
+    model: &Detector,
+    source: Arc<dyn PairSource>,
+    nc: usize,
+    imgsz: usize,
+    batch: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<Vec<EvalImage>> {
     let cfg = LoaderConfig {
         batch_size: batch,
         imgsz: imgsz as u32,
@@ -50,12 +66,12 @@ pub fn validate(
             let row: Vec<f32> = out.get(i)?.flatten_all()?.to_vec1()?;
             images.push(EvalImage {
                 labels,
-                detections: nms::detections(&row, names.len(), &NmsParams::VAL),
+                detections: nms::detections(&row, nc, &NmsParams::VAL),
                 condition: b.conditions[i],
             });
         }
     }
-    Ok(evaluate_dataset(names, &images))
+    Ok(images)
 }
 
 /// Fitness used to pick `best.safetensors` (ultralytics: 0.1·mAP50 + 0.9·mAP50-95).
