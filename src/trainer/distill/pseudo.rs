@@ -92,9 +92,8 @@ impl Distiller {
         PseudoLabelQuality::measure(images, conf)
     }
 
-    /// The teacher's pseudo-labels of each image, and their weights (the
-    /// detection scores).
-    pub fn pseudo_labels(&self, teacher: &ModelOutput) -> Result<(Vec<Vec<Label>>, Vec<Vec<f32>>)> {
+    /// The teacher's pseudo-labels of each image, weighted by their scores.
+    pub fn pseudo_labels(&self, teacher: &ModelOutput) -> Result<PseudoLabels> {
         let dets = self.teacher_detections(teacher)?;
         let labels = dets
             .iter()
@@ -111,8 +110,15 @@ impl Distiller {
             .iter()
             .map(|ds| ds.iter().map(|d| d.score).collect())
             .collect();
-        Ok((labels, weights))
+        Ok(PseudoLabels { labels, weights })
     }
+}
+
+/// The pseudo-labels of a batch: per image the boxes with class ids, and
+/// the weight of each (its score).
+pub struct PseudoLabels {
+    pub labels: Vec<Vec<Label>>,
+    pub weights: Vec<Vec<f32>>,
 }
 
 #[cfg(test)]

@@ -114,10 +114,10 @@ impl DistillStep<'_> {
         let mut total = (total + terms.total.affine(self.alpha * u.len() as f64, 0.0)?)?;
         let w = self.distiller.options().pseudo_weight;
         if w > 0.0 {
-            let (labels, weights) = self.distiller.pseudo_labels(&teacher)?;
+            let p = self.distiller.pseudo_labels(&teacher)?;
             let l = self
                 .det_loss
-                .compute_weighted(&student.levels, &labels, Some(&weights))?;
+                .compute_weighted(&student.levels, &p.labels, Some(&p.weights))?;
             *pseudo += (l.box_loss + l.cls_loss + l.dfl_loss) as f64;
             // L_det is already × B
             total = (total + l.total.affine(w, 0.0)?)?;

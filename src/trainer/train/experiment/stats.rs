@@ -82,14 +82,14 @@ impl TestMatches {
             .map(|im| {
                 let mut labels = vec![0u32; num_classes];
                 let mut detections = Vec::new();
-                for c in 0..num_classes {
+                for (c, n_labels) in labels.iter_mut().enumerate() {
                     let gts: Vec<[f64; 4]> = im
                         .labels
                         .iter()
                         .filter(|l| l.class_id == c)
                         .map(|l| to_xywh(&l.bbox))
                         .collect();
-                    labels[c] = gts.len() as u32;
+                    *n_labels = gts.len() as u32;
                     let mut dts: Vec<_> =
                         im.detections.iter().filter(|d| d.class_id == c).collect();
                     dts.sort_by(|a, b| b.score.total_cmp(&a.score));
