@@ -584,3 +584,30 @@ fn pseudo_label_writes_a_dataset_that_trains_and_never_overwrites() {
     let err = failure(&label(&run.join("best.safetensors"), &tmp.path().join("x")));
     assert!(err.contains("RGB student"), "{err}");
 }
+
+#[test]
+fn the_student_can_start_from_the_teachers_rgb_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut distill = distill_options(teacher(), None);
+    distill.init_from_teacher = true;
+    let t = Trainer::new(
+        student_options(&tmp.path().join("s"), Some(distill)),
+        "cpu",
+        false,
+    )
+    .unwrap();
+    let teacher_w = t.distiller().unwrap().teacher_weights().clone();
+    let student: std::collections::HashMap<String, Tensor> = named_vars(t.varmap())
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    for (s, from) in [
+        ("backbone.b0.conv.weight", "backbone_rgb.b0.conv.weight"),
+        ("neck.n12.cv1.conv.weight", "neck.n12.cv1.conv.weight"),
+        ("head.cv2.0.0.conv.weight", "head.cv2.0.0.conv.weight"),
+    ] {
+        let (a, b) = (&student[s], &teacher_w[from]);
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{s}");
+    }
+}

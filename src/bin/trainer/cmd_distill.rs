@@ -66,6 +66,9 @@ pub struct Args {
     /// unlabeled pairs; 0: they add L_distill only.
     #[arg(long, default_value_t = DistillOptions::PSEUDO_WEIGHT)]
     pub pseudo_weight: f64,
+    /// Start the student from the teacher's RGB backbone, neck and head.
+    #[arg(long)]
+    pub init_from_teacher: bool,
     /// Unlabeled RGB+IR pairs (a folder, or synth:N): they add L_distill only.
     #[arg(long)]
     pub unlabeled: Option<String>,
@@ -93,6 +96,7 @@ pub fn run(a: Args) -> Result<()> {
         ld_temperature: Some(a.ld_temperature),
         teacher_conf: a.teacher_conf,
         pseudo_weight: a.pseudo_weight,
+        init_from_teacher: a.init_from_teacher,
         unlabeled: a.unlabeled,
     });
     let rows = train(opts, &device, resume)?;

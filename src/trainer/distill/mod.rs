@@ -94,6 +94,10 @@ pub struct DistillOptions {
     /// unlabeled pairs (0: unlabeled pairs add `L_distill` only).
     #[serde(default)]
     pub pseudo_weight: f64,
+    /// Start the student from the teacher's RGB backbone, neck and head
+    /// (the names line up) instead of from the seed.
+    #[serde(default)]
+    pub init_from_teacher: bool,
     /// Unlabeled RGB+IR pairs (`DIR` or `synth:N`): L_distill only.
     pub unlabeled: Option<String>,
 }
@@ -135,6 +139,7 @@ impl DistillOptions {
             ld_temperature: Some(Self::LD_TEMPERATURE),
             teacher_conf: None,
             pseudo_weight: Self::PSEUDO_WEIGHT,
+            init_from_teacher: false,
             unlabeled: None,
         }
     }

@@ -293,3 +293,34 @@ pub(super) fn calibrate_pseudo_labels(
     std::fs::write(&path, serde_json::to_string_pretty(&q)?)
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Copies the teacher's RGB stream into the student: `backbone.*` from
+/// the teacher's `backbone_rgb.*`, `neck.*` and `head.*` from its own, each
+/// where the shapes agree (BatchNorm statistics are warm-started on RGB
+/// batches afterwards). Fails when nothing fits (e.g. an early-fusion
+/// teacher of another scale).
+pub(super) fn init_from_teacher(
+    varmap: &VarMap,
+    teacher: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    let vars = named_vars(varmap);
+    let mut copied = 0;
+    for (name, var) in &vars {
+        let from = match name.strip_prefix("backbone.") {
+            Some(rest) => format!("backbone_rgb.{rest}"),
+            None => name.clone(),
+        };
+        if let Some(t) = teacher.get(&from).filter(|t| t.dims() == var.dims()) {
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+            copied += 1;
+        }
+    }
+    if copied == 0 {
+        bail!("--init-from-teacher: no tensor of the teacher fits the student (another scale, or early fusion?)");
+    }
+    tracing::info!(
+        "student initialised from the teacher's RGB stream: {copied} of {} tensors",
+        vars.len()
+    );
+    Ok(())
+}

@@ -17,8 +17,8 @@
 use super::console;
 use super::ema::Ema;
 use super::init::{
-    calibrate_pseudo_labels, lr_schedule, model_config, new_detector, new_distiller, new_optimizer,
-    open_training_data, unlabeled_stream, warm_start_from_data,
+    calibrate_pseudo_labels, init_from_teacher, lr_schedule, model_config, new_detector,
+    new_distiller, new_optimizer, open_training_data, unlabeled_stream, warm_start_from_data,
 };
 use super::inputs::batch_inputs;
 use super::loader::{batches_per_epoch, Batch, EpochLoader, LoaderConfig};
@@ -111,6 +111,9 @@ impl Trainer {
         }
         let unlabeled = unlabeled_stream(&opts)?;
         if !resume {
+            if let Some(d) = distiller.as_ref().filter(|d| d.options().init_from_teacher) {
+                init_from_teacher(&varmap, d.teacher_weights())?;
+            }
             warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
         }
         let (eval_varmap, eval_model) = new_detector(&cfg, &device)?;

@@ -166,6 +166,8 @@ pub struct Recipe {
     /// The first recipe (per-image feature normalisation, LD at T = 2,
     /// teacher objects at 0.5): the "before" of the ablation.
     pub first_recipe: bool,
+    /// The student starts from the teacher's RGB backbone, neck and head.
+    pub teacher_init: bool,
 }
 
 impl Recipe {
@@ -175,6 +177,7 @@ impl Recipe {
             losses: DistillOptions::LOSSES.to_vec(),
             pseudo_labels: true,
             first_recipe: false,
+            teacher_init: false,
         }
     }
 
@@ -186,6 +189,7 @@ impl Recipe {
         if !self.pseudo_labels {
             o.pseudo_weight = 0.0;
         }
+        o.init_from_teacher = self.teacher_init;
         if self.first_recipe {
             o.feature_norm = FeatureNorm::Image;
             o.ld_weight = 0.5;
@@ -239,11 +243,12 @@ fn distilled(key: &str, setting: Setting, recipe: Recipe, teacher: &str, what: &
 }
 
 /// The paired comparisons an experiment reports: (arm, its baseline).
-pub const COMPARISONS: [(&str, &str); 12] = [
+pub const COMPARISONS: [(&str, &str); 13] = [
     ("distilled", "baseline"),
     ("few_distilled", "few_baseline"),
     ("oracle", "few_baseline"),
     ("day_distilled", "day_baseline"),
+    ("distilled_teacher_init", "baseline"),
     ("distilled_first_recipe", "baseline"),
     ("distill_feature", "baseline"),
     ("distill_response", "baseline"),
@@ -347,9 +352,20 @@ pub fn arms(preset: &str, labeled_fraction: f64) -> Vec<Arm> {
                 losses: vec![Feature, Contrastive, Response],
                 pseudo_labels: false,
                 first_recipe: true,
+                teacher_init: false,
             },
             "teacher",
             "the first recipe: feature (per-image normalisation) + contrastive + response (LD at T = 2)",
+        ),
+        distilled(
+            "distilled_teacher_init",
+            Full,
+            Recipe {
+                teacher_init: true,
+                ..default.clone()
+            },
+            "teacher",
+            "default recipe, the student initialised from the teacher's RGB backbone, neck and head",
         ),
         distilled("distill_feature", Full, with(vec![Feature]), "teacher", "feature term alone"),
         distilled("distill_response", Full, with(vec![Response]), "teacher", "response term alone (class KL + LD)"),
