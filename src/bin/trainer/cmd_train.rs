@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// --data synth: generate training pairs of only these conditions
-    /// (e.g. `day`); validation pairs keep all conditions.
+    /// (e.g. `day`), validation pairs too.
     #[arg(long, value_name = "LIST")]
     pub conditions: Option<String>,
 }

@@ -368,11 +368,9 @@ fn target_weights_scale_the_assigned_scores() {
         .compute_weighted(&levels, &gts, Some(&[vec![1.0, 1.0]]))
         .unwrap();
     assert_eq!(plain.cls_loss, ones.cls_loss);
-    assert_eq!(plain.target_scores_sum, ones.target_scores_sum);
     let half = loss
         .compute_weighted(&levels, &gts, Some(&[vec![0.5, 1.0]]))
         .unwrap();
-    assert!(half.target_scores_sum < plain.target_scores_sum);
     assert_eq!(half.num_fg, plain.num_fg);
     let first_only: f32 = plain.assignments[0]
         .target_gt_idx
@@ -382,6 +380,7 @@ fn target_weights_scale_the_assigned_scores() {
         .filter(|(_, (&g, &fg))| fg && g == 0)
         .map(|(n, _)| plain.assignments[0].target_scores[n])
         .sum();
+    assert!(first_only > 0.0, "the first object has anchors");
     // tss is max(Σ, 1): compare the sums before that floor
     let sum = |o: &LossOutput| o.assignments[0].target_scores.iter().sum::<f32>();
     assert!((sum(&plain) - sum(&half) - 0.5 * first_only).abs() < 1e-5);

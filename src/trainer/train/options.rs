@@ -51,8 +51,9 @@ pub struct TrainOptions {
     /// optimizer steps, with the same schedule, as one on all of them.
     #[serde(default = "one")]
     pub repeat: usize,
-    /// `--data synth`: generate training pairs of only these conditions
-    /// (`--conditions day`: labels by day only); validation keeps all.
+    /// `--data synth`: generate training pairs of only these conditions,
+    /// and validation (`--conditions day`: labels by day only, so the
+    /// validation labels are day labels too).
     #[serde(default)]
     pub synth_conditions: Option<Vec<Condition>>,
 }

@@ -110,8 +110,9 @@ impl PairSource for Repeated {
 }
 
 /// Opens `--data` (`synth` or a dataset folder) for training.
-/// `train_conditions`: generated training pairs of only these conditions
-/// (validation pairs keep all of them).
+/// `train_conditions`: generated training and validation pairs of only
+/// these conditions (labels by day only: the validation labels a user has
+/// are day labels too).
 pub fn open_data(
     data: &str,
     synth: SynthSizes,
@@ -119,28 +120,18 @@ pub fn open_data(
     train_conditions: Option<&[Condition]>,
 ) -> Result<DataSpec> {
     if data == "synth" {
-        let gen = Generator::new(SynthConfig::default(), synth.seed)?;
-        let train = match train_conditions {
-            None => synth_split(&gen, Split::Train, synth.train),
-            Some(c) => {
-                let config = SynthConfig {
-                    conditions: c.to_vec(),
-                    ..SynthConfig::default()
-                };
-                synth_split(
-                    &Generator::new(config, synth.seed)?,
-                    Split::Train,
-                    synth.train,
-                )
-            }
+        let config = SynthConfig {
+            conditions: train_conditions.map_or(Condition::ALL.to_vec(), |c| c.to_vec()),
+            ..SynthConfig::default()
         };
+        let gen = Generator::new(config, synth.seed)?;
         let only = train_conditions.map_or(String::new(), |c| {
             let names: Vec<&str> = c.iter().map(|c| c.as_str()).collect();
             format!(", {} only", names.join("+"))
         });
         return Ok(DataSpec {
             names: Generator::names(),
-            train: Arc::new(train),
+            train: Arc::new(synth_split(&gen, Split::Train, synth.train)),
             val: Arc::new(synth_split(&gen, val_split, synth.val)),
             description: format!(
                 "synth seed {} ({} train pairs{only})",
@@ -262,4 +253,54 @@ pub fn open_unlabeled(spec: &str, seed: u64, labeled: usize) -> Result<Arc<dyn P
     let pairs = crate::shared::data::UnlabeledPairs::open(Path::new(spec))
         .with_context(|| format!("--unlabeled {spec}"))?;
     Ok(Arc::new(pairs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_subsets_and_conditioned_pairs() {
+        let day = [Condition::Day];
+        let data = open_data(
+            "synth",
+            SynthSizes {
+                train: 3,
+                val: 2,
+                seed: 4,
+            },
+            Split::Val,
+            Some(&day),
+        )
+        .unwrap();
+        assert!(
+            data.description.contains("day only"),
+            "{}",
+            data.description
+        );
+        for i in 0..3 {
+            assert_eq!(data.train.load(i).unwrap().condition, Some(Condition::Day));
+        }
+        assert_eq!(data.val.load(1).unwrap().condition, Some(Condition::Day));
+        let rep = Repeated {
+            inner: data.train.clone(),
+            times: 4,
+        };
+        assert_eq!(rep.len(), 12);
+        assert_eq!(rep.load(7).unwrap().name, data.train.load(1).unwrap().name);
+
+        let u = open_unlabeled("synth:5:night,fog", 4, 3).unwrap();
+        assert_eq!(u.len(), 5);
+        for i in 0..5 {
+            let p = u.load(i).unwrap();
+            assert!(p.labels.is_empty());
+            assert!(matches!(
+                p.condition,
+                Some(Condition::Night | Condition::Fog)
+            ));
+        }
+        for bad in ["synth:0", "synth:x", "synth:3:dusk"] {
+            assert!(open_unlabeled(bad, 0, 0).is_err(), "{bad}");
+        }
+    }
 }

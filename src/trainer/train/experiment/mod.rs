@@ -53,6 +53,7 @@ pub struct ArmResult {
     pub seed: u64,
     /// split ("day", "night", "fog", "adverse", "all") → (mAP50, mAP50-95).
     pub splits: BTreeMap<String, (f64, f64)>,
+    /// Training time: the sum of the epochs' times, validation excluded.
     pub train_s: f64,
     pub images_per_s: f64,
     /// Distilled arms with unlabeled pairs: the teacher's pseudo-label
@@ -174,10 +175,10 @@ fn run_arm(
     if !resume && dir.exists() {
         remove_stale_outputs(&dir)?;
     }
-    let t0 = Instant::now();
     let rows =
         train(opts, device_name, resume).with_context(|| format!("arm {} (seed {seed})", a.key))?;
-    let train_s = t0.elapsed().as_secs_f64();
+    // every epoch's, whichever invocation trained it (validation excluded)
+    let train_s = rows.iter().map(|r| r.epoch_s).sum();
     let images_per_s = rows.last().map_or(0.0, |r| r.images_per_s);
     let (report, matches) =
         score_on_test_split(budget, &scored_checkpoint(budget, &dir), device_name)?;

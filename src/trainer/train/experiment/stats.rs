@@ -66,6 +66,11 @@ pub struct ImageMatches {
 pub struct TestMatches {
     pub num_classes: usize,
     pub images: Vec<ImageMatches>,
+    /// Per class, every image's detections ranked as pycocotools ranks
+    /// them over all images: `(image, true positive)` by score descending,
+    /// stable in image order (built on first use; not stored).
+    #[serde(skip)]
+    ranked: std::sync::OnceLock<Vec<Vec<(u32, bool)>>>,
 }
 
 /// pycocotools' `maxDets` of its AP.
@@ -121,7 +126,30 @@ impl TestMatches {
         Self {
             num_classes,
             images,
+            ranked: std::sync::OnceLock::new(),
         }
+    }
+
+    fn ranked(&self) -> &Vec<Vec<(u32, bool)>> {
+        self.ranked.get_or_init(|| {
+            (0..self.num_classes as u32)
+                .map(|c| {
+                    let mut dets: Vec<(f32, u32, bool)> = self
+                        .images
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, im)| {
+                            im.detections
+                                .iter()
+                                .filter(move |d| d.0 == c)
+                                .map(move |d| (d.1, i as u32, d.2))
+                        })
+                        .collect();
+                    dets.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    dets.into_iter().map(|(_, i, tp)| (i, tp)).collect()
+                })
+                .collect()
+        })
     }
 
     /// Indices of the images of `split` (`day`, `night`, `fog`, `adverse`,
@@ -139,28 +167,31 @@ impl TestMatches {
 
     /// mAP50 of the images `sample` (indices, repeats allowed), as
     /// pycocotools' accumulate: per class, detections of all images ranked
-    /// by score (stable, in sample order), precision made monotone and read
+    /// by score (stable, in image order), precision made monotone and read
     /// at the 101 recall points; classes without labels left out. NaN when
     /// no class has labels.
+    ///
+    /// An image drawn k times counts k times, its copies ranked next to
+    /// each other (pycocotools would interleave them with other images'
+    /// detections of exactly the same score: no difference in practice).
     pub fn map50(&self, sample: &[usize]) -> f64 {
+        let mut copies = vec![0u32; self.images.len()];
+        for &i in sample {
+            copies[i] += 1;
+        }
         let rec_thrs = recall_thresholds();
         let mut aps = Vec::new();
-        for c in 0..self.num_classes as u32 {
-            let n_labels: u32 = sample
-                .iter()
-                .map(|&i| self.images[i].labels[c as usize])
-                .sum();
+        for (c, ranked) in self.ranked().iter().enumerate() {
+            let n_labels: u32 = sample.iter().map(|&i| self.images[i].labels[c]).sum();
             if n_labels == 0 {
                 continue;
             }
-            let mut dets: Vec<(f32, bool)> = sample
-                .iter()
-                .flat_map(|&i| self.images[i].detections.iter())
-                .filter(|d| d.0 == c)
-                .map(|d| (d.1, d.2))
-                .collect();
-            dets.sort_by(|a, b| b.0.total_cmp(&a.0));
-            aps.push(average_precision(&dets, n_labels as f64, &rec_thrs));
+            aps.push(average_precision(
+                ranked,
+                &copies,
+                n_labels as f64,
+                &rec_thrs,
+            ));
         }
         if aps.is_empty() {
             f64::NAN
@@ -170,19 +201,27 @@ impl TestMatches {
     }
 }
 
-/// AP of ranked `(score, true positive)` detections with `n_labels` labels.
-fn average_precision(ranked: &[(f32, bool)], n_labels: f64, rec_thrs: &[f64]) -> f64 {
+/// AP of ranked `(image, true positive)` detections, image `i`'s counted
+/// `copies[i]` times, with `n_labels` labels.
+fn average_precision(
+    ranked: &[(u32, bool)],
+    copies: &[u32],
+    n_labels: f64,
+    rec_thrs: &[f64],
+) -> f64 {
     let (mut tp, mut fp) = (0.0f64, 0.0f64);
     let mut rc = Vec::with_capacity(ranked.len());
     let mut pr = Vec::with_capacity(ranked.len());
-    for &(_, hit) in ranked {
-        if hit {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
+    for &(image, hit) in ranked {
+        for _ in 0..copies[image as usize] {
+            if hit {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            rc.push(tp / n_labels);
+            pr.push(tp / (tp + fp + f64::EPSILON));
         }
-        rc.push(tp / n_labels);
-        pr.push(tp / (tp + fp + f64::EPSILON));
     }
     for i in (1..pr.len()).rev() {
         if pr[i] > pr[i - 1] {
