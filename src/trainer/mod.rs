@@ -13,7 +13,8 @@
 //!
 //! [`ops`] holds the fast CPU kernels the model's blocks call, [`checkpoint`]
 //! the safetensors files, [`export`] the ONNX writer for the student (what
-//! the device runs), [`predict`] a checkpoint on one image, and
+//! the device runs), [`predict`] a checkpoint on one image,
+//! [`pseudo_label`] a teacher labelling unlabeled pairs once, and
 //! `train::experiment` the multi-arm comparison.
 
 pub mod assign;

@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long)]
     pub teacher: PathBuf,
     /// Distillation terms, comma-separated (contrastive is off by default:
-    /// it did not help; see docs/results/distill.md).
+    /// flat after its first epoch; see docs/results/distill.md).
     #[arg(
         long,
         value_enum,
