@@ -381,7 +381,7 @@ fn teachers_are_validated_on_pairs_and_refused_where_rgb_is_all_there_is() {
 #[test]
 fn every_fusion_variant_trains() {
     let tmp = tempfile::tempdir().unwrap();
-    for fusion in ["concat", "add", "early"] {
+    for fusion in ["concat", "add", "early", "decoupled"] {
         let run = tmp.path().join(fusion);
         let mut args = vec![
             "train",
@@ -610,4 +610,42 @@ fn the_student_can_start_from_the_teachers_rgb_stream() {
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{s}");
     }
+}
+
+#[test]
+fn a_decoupled_teacher_is_imitated_by_the_students_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("teacher");
+    let mut args = vec![
+        "train",
+        "--model",
+        "teacher-p",
+        "--fusion",
+        "decoupled",
+        "--epochs",
+        "1",
+        "--out",
+    ];
+    args.push(run.to_str().unwrap());
+    args.extend_from_slice(&TINY);
+    ok(&trainer(&args));
+    let teacher = run.join("last.safetensors");
+    let opts = student_options(
+        &tmp.path().join("s"),
+        Some(distill_options(&teacher, Some("synth:4"))),
+    );
+    let mut t = Trainer::new(opts, "cpu", false).unwrap();
+    // adapters map the student's backbone (P3: 32 channels) to the common part
+    let heads: Vec<(String, Vec<usize>)> = named_vars(&t.distiller().unwrap().heads)
+        .into_iter()
+        .map(|(n, v)| (n, v.dims().to_vec()))
+        .collect();
+    assert!(
+        heads.contains(&("adapter.0.weight".to_string(), vec![32, 32, 1, 1])),
+        "{heads:?}"
+    );
+    let (batch, unlabeled) = t.first_batches().unwrap();
+    let parts = t.train_step(&batch, unlabeled.as_ref()).unwrap();
+    assert!(parts.iter().all(|v| v.is_finite()), "{parts:?}");
+    assert!(parts[3] > 0.0, "distillation adds a loss: {parts:?}");
 }

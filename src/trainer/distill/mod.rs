@@ -38,7 +38,7 @@ pub mod response;
 use crate::shared::bbox::{BBox, Detection, Label};
 use crate::shared::nms::{self, NmsParams};
 use crate::trainer::checkpoint;
-use crate::trainer::model::{Detector, ModelConfig, ModelOutput, STRIDES};
+use crate::trainer::model::{Detector, Features, Fusion, ModelConfig, ModelOutput, STRIDES};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -176,11 +176,14 @@ pub struct Distiller {
 
 impl Distiller {
     /// Loads the teacher from `opts.teacher` and builds the heads for a
-    /// student of `student` config whose neck gives `student_channels`.
+    /// student of `student` config whose neck and backbone give
+    /// `student_channels` (`[neck, backbone]`: a decoupled teacher's common
+    /// part is imitated by the student's backbone, any other teacher's neck
+    /// by its neck).
     pub fn new(
         opts: &DistillOptions,
         student: &ModelConfig,
-        student_channels: [usize; 3],
+        student_channels: [[usize; 3]; 2],
         device: &Device,
     ) -> Result<Self> {
         ensure!(
@@ -215,8 +218,10 @@ impl Distiller {
         let vb = VarBuilder::from_tensors(teacher_weights.clone(), DType::F32, device);
         let teacher = Detector::load(vb, &cfg)
             .with_context(|| format!("{}: weights do not fit its model config", path.display()))?;
-        let teacher_channels = match &teacher {
-            Detector::Teacher(t) => t.feature_channels(),
+        let decoupled = cfg.fusion == Some(Fusion::Decoupled);
+        let (student_channels, teacher_channels) = match &teacher {
+            Detector::Teacher(t) if decoupled => (student_channels[1], t.fused_channels()),
+            Detector::Teacher(t) => (student_channels[0], t.feature_channels()),
             Detector::Student(_) => unreachable!("checked is_teacher above"),
         };
         let heads = VarMap::new();
@@ -278,6 +283,9 @@ impl Distiller {
             levels: out.levels.iter().map(|t| t.detach()).collect(),
             features: detach3(&out.features),
             fused: out.fused.as_ref().map(detach3),
+            backbone: None,
+            common: out.common.as_ref().map(detach3),
+            aux_loss: None,
         })
     }
 
@@ -331,8 +339,7 @@ impl Distiller {
     ) -> Result<DistillTerms> {
         let device = student.levels[0].device().clone();
         let objects = self.objects(teacher, labels)?;
-        let s = student.features.as_array();
-        let t = teacher.features.as_array();
+        let (s, t) = imitated(student, teacher)?;
         let mut total = Tensor::zeros((), DType::F32, &device)?;
         let (mut feature, mut contrastive, mut response) = (0f32, 0f32, 0f32);
         if let Some(adapters) = &self.adapters {
@@ -384,4 +391,22 @@ impl Distiller {
             })
             .collect()
     }
+}
+
+/// The feature pairs the student imitates: a decoupled teacher's common
+/// part by the student's backbone levels, otherwise neck by neck.
+fn imitated<'a>(
+    student: &'a ModelOutput,
+    teacher: &'a ModelOutput,
+) -> Result<([&'a Tensor; 3], [&'a Tensor; 3])> {
+    Ok(match &teacher.common {
+        Some(common) => {
+            let backbone: &Features = student
+                .backbone
+                .as_ref()
+                .context("the student output has no backbone levels")?;
+            (backbone.as_array(), common.as_array())
+        }
+        None => (student.features.as_array(), teacher.features.as_array()),
+    })
 }

@@ -71,6 +71,10 @@ pub enum Fusion {
     Add,
     /// One backbone on a 4-channel RGB+IR input.
     Early,
+    /// Common and private parts: a shared projection of each stream (pulled
+    /// together), an IR-only projection (kept uncorrelated with the common
+    /// part), mixed; students imitate the common part only.
+    Decoupled,
 }
 
 impl std::fmt::Display for Fusion {
@@ -80,6 +84,7 @@ impl std::fmt::Display for Fusion {
             Fusion::Concat => "concat",
             Fusion::Add => "add",
             Fusion::Early => "early",
+            Fusion::Decoupled => "decoupled",
         })
     }
 }

@@ -22,8 +22,12 @@
 //! context before the neck.
 //!
 //! The ablation variants: [`Fusion::Concat`] (concat, one 1×1 `Conv`),
-//! [`Fusion::Add`] (a plain sum, no parameters) and [`Fusion::Early`]
-//! (4-channel input, one backbone: no fusion block at all).
+//! [`Fusion::Add`] (a plain sum, no parameters), [`Fusion::Early`]
+//! (4-channel input, one backbone: no fusion block at all) and
+//! [`Fusion::Decoupled`] ([`DecoupledFusion`]: a common part both streams
+//! share and a private IR part, after the modality focusing hypothesis,
+//! Xue et al. ICLR 2023: cross-modal feature distillation fails where the
+//! teacher leans on what only the other modality sees).
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
@@ -118,6 +122,80 @@ impl CcaFusion {
     }
 }
 
+/// The decoupled fusion of one level:
+///
+/// ```text
+/// c_rgb = common(x_rgb), c_ir = common(x_ir)   one 1×1 Conv (BN, SiLU) for both
+/// p_ir  = private(x_ir)                          1×1 Conv on IR only
+/// c     = (c_rgb + c_ir) / 2                     the common part
+/// out   = Conv3×3(Conv1×1(2C→C)(concat[c, p_ir]))
+/// L_aux = mean_cells(1 − cos(c_rgb, c_ir)) + mean_cells(cos(c, p_ir)²)
+/// ```
+///
+/// The similarity term pulls the two streams' shared projections together
+/// (so c is what RGB can predict), the orthogonality term keeps the IR-only
+/// part uncorrelated with it; cosines are over channels, per cell.
+#[derive(Debug, Clone)]
+pub struct DecoupledFusion {
+    common: Conv,  // 1×1, C → C, both streams
+    private: Conv, // 1×1, C → C, IR
+    mix: Conv,     // 1×1, 2C → C
+    refine: Conv,  // 3×3, C → C
+}
+
+/// What a decoupled level gives besides the fused map.
+pub struct DecoupledParts {
+    /// `[B, C, H, W]`: the common part c.
+    pub common: Tensor,
+    /// Scalar: similarity + orthogonality loss of this level.
+    pub aux_loss: Tensor,
+}
+
+/// Cosine over channels per cell: `[B, C, H, W]` twice → `[B, 1, H, W]`.
+fn cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dot = (a * b)?.sum_keepdim(1)?;
+    let na = (a.sqr()?.sum_keepdim(1)? + 1e-8)?.sqrt()?;
+    let nb = (b.sqr()?.sum_keepdim(1)? + 1e-8)?.sqrt()?;
+    Ok((dot / (na * nb)?)?)
+}
+
+impl DecoupledFusion {
+    pub fn load(vb: VarBuilder, c: usize) -> Result<Self> {
+        Ok(Self {
+            common: Conv::load(vb.pp("common"), c, c, 1, 1)?,
+            private: Conv::load(vb.pp("private"), c, c, 1, 1)?,
+            mix: Conv::load(vb.pp("mix"), 2 * c, c, 1, 1)?,
+            refine: Conv::load(vb.pp("refine"), c, c, 3, 1)?,
+        })
+    }
+
+    /// `x_rgb`, `x_ir`: `[B, C, H, W]` each → fused `[B, C, H, W]` and the parts.
+    pub fn forward_parts(
+        &self,
+        x_rgb: &Tensor,
+        x_ir: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, DecoupledParts)> {
+        let c_rgb = self.common.forward_t(x_rgb, train)?;
+        let c_ir = self.common.forward_t(x_ir, train)?;
+        let p_ir = self.private.forward_t(x_ir, train)?;
+        let common = ((&c_rgb + &c_ir)? * 0.5)?;
+        let sim = cosine(&c_rgb, &c_ir)?.affine(-1.0, 1.0)?.mean_all()?;
+        let orth = cosine(&common, &p_ir)?.sqr()?.mean_all()?;
+        let y = self
+            .mix
+            .forward_t(&Tensor::cat(&[&common, &p_ir], 1)?, train)?;
+        let fused = self.refine.forward_t(&y, train)?;
+        Ok((
+            fused,
+            DecoupledParts {
+                common,
+                aux_loss: (sim + orth)?,
+            },
+        ))
+    }
+}
+
 /// One level's fusion block.
 #[derive(Debug, Clone)]
 pub enum FusionBlock {
@@ -125,6 +203,7 @@ pub enum FusionBlock {
     /// concat → 1×1 Conv (2C → C).
     Concat(Conv),
     Add,
+    Decoupled(Box<DecoupledFusion>),
 }
 
 impl FusionBlock {
@@ -135,19 +214,35 @@ impl FusionBlock {
             Fusion::Cca => FusionBlock::Cca(Box::new(CcaFusion::load(vb, c)?)),
             Fusion::Concat => FusionBlock::Concat(Conv::load(vb.pp("mix"), 2 * c, c, 1, 1)?),
             Fusion::Add => FusionBlock::Add,
+            Fusion::Decoupled => FusionBlock::Decoupled(Box::new(DecoupledFusion::load(vb, c)?)),
             Fusion::Early => bail!("early fusion has no per-level fusion blocks"),
+        })
+    }
+
+    /// `[B, C, H, W]` twice → `[B, C, H, W]`, and a decoupled block's parts.
+    pub fn forward_parts(
+        &self,
+        x_rgb: &Tensor,
+        x_ir: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Option<DecoupledParts>)> {
+        Ok(match self {
+            FusionBlock::Cca(f) => (f.forward_t(x_rgb, x_ir, train)?, None),
+            FusionBlock::Concat(conv) => (
+                conv.forward_t(&Tensor::cat(&[x_rgb, x_ir], D::Minus(3))?, train)?,
+                None,
+            ),
+            FusionBlock::Add => ((x_rgb + x_ir)?, None),
+            FusionBlock::Decoupled(f) => {
+                let (fused, parts) = f.forward_parts(x_rgb, x_ir, train)?;
+                (fused, Some(parts))
+            }
         })
     }
 
     /// `[B, C, H, W]` twice → `[B, C, H, W]`.
     pub fn forward_t(&self, x_rgb: &Tensor, x_ir: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            FusionBlock::Cca(f) => f.forward_t(x_rgb, x_ir, train),
-            FusionBlock::Concat(conv) => {
-                conv.forward_t(&Tensor::cat(&[x_rgb, x_ir], D::Minus(3))?, train)
-            }
-            FusionBlock::Add => Ok((x_rgb + x_ir)?),
-        }
+        Ok(self.forward_parts(x_rgb, x_ir, train)?.0)
     }
 }
 

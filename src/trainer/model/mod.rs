@@ -65,6 +65,15 @@ pub struct ModelOutput {
     pub features: Features,
     /// Teachers: the fused P3, P4, P5 the neck consumed.
     pub fused: Option<Features>,
+    /// Students: the backbone's P3, P4, P5 (what imitates a decoupled
+    /// teacher's common part).
+    pub backbone: Option<Features>,
+    /// Decoupled teachers: the common part of each level (mean of the two
+    /// streams' shared projections), what students imitate.
+    pub common: Option<Features>,
+    /// Decoupled teachers in training: the similarity + orthogonality loss
+    /// of the split (scalar), added to `L_det`.
+    pub aux_loss: Option<Tensor>,
 }
 
 impl YoloV8 {
@@ -103,6 +112,11 @@ impl YoloV8 {
         self.neck.out_channels()
     }
 
+    /// Channels of the backbone outputs P3, P4, P5.
+    pub fn backbone_channels(&self) -> [usize; 3] {
+        self.backbone.out_channels()
+    }
+
     /// `x`: `[B, 3, H, W]`, values 0..1, H and W multiples of 32.
     /// `train` = true: BatchNorm uses batch statistics and updates its
     /// running statistics; false: inference.
@@ -124,6 +138,9 @@ impl YoloV8 {
             levels,
             features,
             fused: None,
+            backbone: Some(p),
+            common: None,
+            aux_loss: None,
         })
     }
 

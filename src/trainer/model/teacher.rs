@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 
 use super::backbone::{Backbone, Features};
 use super::config::{Fusion, ModelConfig};
-use super::fusion::FusionBlock;
+use super::fusion::{DecoupledParts, FusionBlock};
 use super::head::DetectHead;
 use super::neck::Neck;
 use super::ModelOutput;
@@ -87,6 +87,12 @@ impl Teacher {
         self.neck.out_channels()
     }
 
+    /// Channels of the fused levels P3, P4, P5 (a decoupled teacher's
+    /// common part has as many).
+    pub fn fused_channels(&self) -> [usize; 3] {
+        self.rgb.out_channels()
+    }
+
     /// `rgb`: `[B, 3, H, W]`, `ir`: `[B, 1, H, W]`, both 0..1 and aligned.
     pub fn forward_t(&self, rgb: &Tensor, ir: &Tensor, train: bool) -> Result<ModelOutput> {
         let (b, c, h, w) = rgb
@@ -105,29 +111,54 @@ impl Teacher {
             h % 32 == 0 && w % 32 == 0 && h > 0 && w > 0,
             "teacher input is {h}×{w}; height and width must be positive multiples of 32"
         );
-        let fused = match &self.ir {
-            None => self.rgb.forward_t(&Tensor::cat(&[rgb, ir], 1)?, train)?, // [B, 4, H, W] in
+        let (fused, parts) = match &self.ir {
+            // [B, 4, H, W] in
+            None => (
+                self.rgb.forward_t(&Tensor::cat(&[rgb, ir], 1)?, train)?,
+                None,
+            ),
             Some(ir_backbone) => {
                 let p_rgb = self.rgb.forward_t(rgb, train)?;
                 let p_ir = ir_backbone.forward_t(ir, train)?;
                 let [f3, f4, f5] = [0, 1, 2].map(|l| {
-                    self.fusion[l].forward_t(p_rgb.as_array()[l], p_ir.as_array()[l], train)
+                    self.fusion[l].forward_parts(p_rgb.as_array()[l], p_ir.as_array()[l], train)
                 });
-                Features {
-                    p3: f3?,
-                    p4: f4?,
-                    p5: f5?,
-                }
+                let (f3, f4, f5) = (f3?, f4?, f5?);
+                let fused = Features {
+                    p3: f3.0,
+                    p4: f4.0,
+                    p5: f5.0,
+                };
+                (fused, decoupled_parts([f3.1, f4.1, f5.1])?)
             }
         };
         let features = self.neck.forward_t(&fused, train)?;
         let levels = self.head.forward_t(&features, train)?;
+        let (common, aux_loss) = parts.unzip();
         Ok(ModelOutput {
             levels,
             features,
             fused: Some(fused),
+            backbone: None,
+            common,
+            aux_loss,
         })
     }
+}
+
+/// A decoupled teacher's common parts per level and its auxiliary loss
+/// (mean over the levels); none for the other fusions.
+fn decoupled_parts(parts: [Option<DecoupledParts>; 3]) -> Result<Option<(Features, Tensor)>> {
+    let [Some(a), Some(b), Some(c)] = parts else {
+        return Ok(None);
+    };
+    let aux = ((a.aux_loss + b.aux_loss)? + c.aux_loss)?.affine(1.0 / 3.0, 0.0)?;
+    let common = Features {
+        p3: a.common,
+        p4: b.common,
+        p5: c.common,
+    };
+    Ok(Some((common, aux)))
 }
 
 #[cfg(test)]
@@ -155,7 +186,13 @@ mod tests {
 
     #[test]
     fn every_fusion_gives_student_shaped_outputs_that_depend_on_ir() {
-        for fusion in [Fusion::Cca, Fusion::Concat, Fusion::Add, Fusion::Early] {
+        for fusion in [
+            Fusion::Cca,
+            Fusion::Concat,
+            Fusion::Add,
+            Fusion::Early,
+            Fusion::Decoupled,
+        ] {
             let (_, model) = build(fusion);
             assert!(model.needs_ir());
             let (rgb, ir) = inputs();
@@ -186,6 +223,34 @@ mod tests {
             let e = model.forward_t(&rgb, None, false).unwrap_err().to_string();
             assert!(e.contains("IR"), "{e}");
         }
+    }
+
+    #[test]
+    fn decoupled_teachers_give_common_parts_and_a_split_loss() {
+        let (varmap, model) = build(Fusion::Decoupled);
+        assert!(varmap
+            .data()
+            .lock()
+            .unwrap()
+            .contains_key("fusion.1.private.conv.weight"));
+        let (rgb, ir) = inputs();
+        let out = model.forward_t(&rgb, Some(&ir), true).unwrap();
+        let common = out.common.as_ref().expect("common parts");
+        assert_eq!(common.p3.dims(), out.fused.as_ref().unwrap().p3.dims());
+        // 1 − cos ∈ [0, 2] and cos² ∈ [0, 1]
+        let aux = out.aux_loss.as_ref().expect("split loss");
+        let v = aux.to_scalar::<f32>().unwrap();
+        assert!(v.is_finite() && (0.0..=3.0).contains(&v), "{v}");
+        // the split loss trains the fusion blocks
+        let grads = aux.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        let w = data["fusion.0.common.conv.weight"].as_tensor();
+        assert!(grads.get(w).is_some());
+        drop(data);
+        // the other fusions have neither
+        let (_, cca) = build(Fusion::Cca);
+        let out = cca.forward_t(&rgb, Some(&ir), true).unwrap();
+        assert!(out.common.is_none() && out.aux_loss.is_none());
     }
 
     #[test]

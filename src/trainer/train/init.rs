@@ -126,7 +126,8 @@ pub(super) fn new_distiller(
     match (&opts.distill, model) {
         (None, _) => Ok(None),
         (Some(d), Detector::Student(student)) => {
-            let distiller = Distiller::new(d, cfg, student.feature_channels(), device)?;
+            let channels = [student.feature_channels(), student.backbone_channels()];
+            let distiller = Distiller::new(d, cfg, channels, device)?;
             seed_weights(&distiller.heads, opts.seed ^ 0xd157)?;
             Ok(Some(distiller))
         }

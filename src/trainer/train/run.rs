@@ -338,6 +338,10 @@ impl Trainer {
         let t0 = Instant::now();
         let loss = self.loss.compute(&out.levels, &batch.labels)?;
         let mut total = loss.total;
+        if let Some(aux) = &out.aux_loss {
+            // a decoupled teacher's split (similarity + orthogonality), × B like L_det
+            total = (total + aux.affine(batch.len() as f64, 0.0)?)?;
+        }
         let mut distill_value = 0.0f64;
         if let Some(d) = &self.distiller {
             let distill = DistillStep {

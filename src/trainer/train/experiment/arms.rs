@@ -243,12 +243,13 @@ fn distilled(key: &str, setting: Setting, recipe: Recipe, teacher: &str, what: &
 }
 
 /// The paired comparisons an experiment reports: (arm, its baseline).
-pub const COMPARISONS: [(&str, &str); 13] = [
+pub const COMPARISONS: [(&str, &str); 14] = [
     ("distilled", "baseline"),
     ("few_distilled", "few_baseline"),
     ("oracle", "few_baseline"),
     ("day_distilled", "day_baseline"),
     ("distilled_teacher_init", "baseline"),
+    ("distilled_decoupled", "baseline"),
     ("distilled_first_recipe", "baseline"),
     ("distill_feature", "baseline"),
     ("distill_response", "baseline"),
@@ -405,6 +406,7 @@ pub fn arms(preset: &str, labeled_fraction: f64) -> Vec<Arm> {
         ("teacher_concat", Fusion::Concat),
         ("teacher_add", Fusion::Add),
         ("teacher_early", Fusion::Early),
+        ("teacher_decoupled", Fusion::Decoupled),
     ] {
         v.push(arm(
             key,
@@ -413,6 +415,13 @@ pub fn arms(preset: &str, labeled_fraction: f64) -> Vec<Arm> {
             &format!("RGB+IR teacher, {f} fusion"),
         ));
     }
+    v.push(distilled(
+        "distilled_decoupled",
+        Full,
+        default,
+        "teacher_decoupled",
+        "default recipe from the decoupled teacher: the student's backbone imitates its common part only",
+    ));
     v
 }
 
