@@ -128,7 +128,7 @@ pub fn curves_png(path: &Path, curves: &BTreeMap<String, Vec<(f64, f64)>>) -> Re
         draw_text(&mut img, 684, y, label, text, 1);
     }
     let y = 30 + 16 * legend.len() as i64;
-    draw_text(&mut img, 665, y, "x: ultralytics, same model+data", text, 1);
+    draw_text(&mut img, 665, y, "x: ultralytics, same setup", text, 1);
     let tmp = path.with_extension("png.tmp");
     img.save_with_format(&tmp, image::ImageFormat::Png)?;
     std::fs::rename(&tmp, path)?;
