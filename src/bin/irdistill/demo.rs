@@ -14,7 +14,7 @@ use irdistill::device::daemon::{execute, Printer, StartupError};
 use irdistill::device::demo::{clear_outputs, schedule_scenes};
 use irdistill::device::model_path::resolve_model;
 use irdistill::device::pipeline::FrameEvent;
-use irdistill::device::report::Report;
+use irdistill::device::report::{DetectionCounts, Report};
 use irdistill::shared::condition::Condition;
 
 #[derive(clap::Args, Debug)]
@@ -165,12 +165,7 @@ fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
         let _ = write!(s, " {n:>8}");
     }
     s.push('\n');
-    let rows = r
-        .conditions
-        .iter()
-        .map(|(c, d)| (c.as_str(), d))
-        .chain(std::iter::once(("all", &r.detections)));
-    for (name, d) in rows {
+    for (name, d) in condition_rows(r) {
         let _ = write!(
             s,
             "  {:<9} {:>6} {:>10} {:>9.2}",
@@ -191,12 +186,7 @@ fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
             let _ = write!(s, " {:>14}", format!("{n} recall"));
         }
         s.push('\n');
-        let rows = r
-            .conditions
-            .iter()
-            .map(|(c, d)| (c.as_str(), d))
-            .chain(std::iter::once(("all", &r.detections)));
-        for (name, d) in rows {
+        for (name, d) in condition_rows(r) {
             let Some(a) = &d.accuracy else { continue };
             let _ = write!(
                 s,
@@ -219,6 +209,14 @@ fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
         out.join("summary.json").display()
     );
     s
+}
+
+/// The summary's rows: each condition of the synthetic camera, then all.
+fn condition_rows(r: &Report) -> impl Iterator<Item = (&str, &DetectionCounts)> {
+    r.conditions
+        .iter()
+        .map(|(c, d)| (c.as_str(), d))
+        .chain(std::iter::once(("all", &r.detections)))
 }
 
 pub fn demo(a: Args) -> Result<()> {
