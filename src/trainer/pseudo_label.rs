@@ -16,7 +16,6 @@
 use crate::shared::condition::Split;
 use crate::shared::data::meta::{DatasetMeta, ImageMeta, META_FILE};
 use crate::shared::data::yolo::{IR_DIR, LABELS_DIR, RGB_DIR};
-use crate::shared::eval::pr::best_f1_threshold;
 use crate::shared::letterbox::Letterbox;
 use crate::shared::nms::{self, NmsParams};
 use crate::shared::pair::FramePair;
@@ -203,12 +202,7 @@ fn calibrate(
         names
     );
     let images = predict_images(teacher, val, names.len(), imgsz, o.batch, o.workers, dev)?;
-    let pairs: Vec<_> = images
-        .iter()
-        .map(|im| (im.labels.as_slice(), im.detections.as_slice()))
-        .collect();
-    let (threshold, _) = best_f1_threshold(&pairs);
-    Ok(PseudoLabelQuality::measure(&images, threshold))
+    Ok(PseudoLabelQuality::at_best_f1(&images))
 }
 
 /// The teacher's labels of each pair, in the pair's own pixels.

@@ -328,7 +328,8 @@ impl Distiller {
     }
 
     /// The distillation terms of one batch. `labels`: the batch's ground
-    /// truth, or `None` for unlabeled pairs. `seed` picks the background
+    /// truth, or the teacher's pseudo-labels of unlabeled pairs (`None`:
+    /// its detections are decoded here). `seed` picks the background
     /// negatives (deterministic per step).
     pub fn loss(
         &self,

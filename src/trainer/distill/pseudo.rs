@@ -34,6 +34,17 @@ pub struct PseudoLabelQuality {
 
 impl PseudoLabelQuality {
     /// The quality of `images` (the teacher's detections on labeled pairs)
+    /// at the threshold with the best F1 there.
+    pub fn at_best_f1(images: &[EvalImage]) -> Self {
+        let pairs: Vec<_> = images
+            .iter()
+            .map(|im| (im.labels.as_slice(), im.detections.as_slice()))
+            .collect();
+        let (threshold, _) = best_f1_threshold(&pairs);
+        Self::measure(images, threshold)
+    }
+
+    /// The quality of `images` (the teacher's detections on labeled pairs)
     /// at `threshold`.
     pub fn measure(images: &[EvalImage], threshold: f32) -> Self {
         let counts = |keep: &dyn Fn(Option<Condition>) -> bool| -> MatchCounts {
@@ -83,13 +94,9 @@ impl Distiller {
     /// teacher's detections on validation pairs, with their labels) and
     /// returns the pseudo-labels' quality there.
     pub fn calibrate(&mut self, images: &[EvalImage]) -> PseudoLabelQuality {
-        let pairs: Vec<_> = images
-            .iter()
-            .map(|im| (im.labels.as_slice(), im.detections.as_slice()))
-            .collect();
-        let (conf, _) = best_f1_threshold(&pairs);
-        self.conf = conf;
-        PseudoLabelQuality::measure(images, conf)
+        let q = PseudoLabelQuality::at_best_f1(images);
+        self.conf = q.threshold;
+        q
     }
 
     /// The teacher's pseudo-labels of each image, weighted by their scores.

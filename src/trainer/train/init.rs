@@ -289,8 +289,6 @@ pub(super) fn calibrate_pseudo_labels(
         q.recall
     );
     let path = opts.out.join("pseudo_labels.json");
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create {}", opts.out.display()))?;
     std::fs::write(&path, serde_json::to_string_pretty(&q)?)
         .with_context(|| format!("cannot write {}", path.display()))
 }

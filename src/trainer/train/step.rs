@@ -107,14 +107,16 @@ impl DistillStep<'_> {
         let uir = uir.context("unlabeled pairs need their IR image")?;
         let student = self.student.forward_t(&ux, None, true)?;
         let teacher = self.distiller.teacher_forward(&ux, &uir)?;
+        // the teacher's detections, decoded once: the objects of L_distill
+        // and, weighted, the targets of the pseudo-label L_det
+        let p = self.distiller.pseudo_labels(&teacher)?;
         let terms = self
             .distiller
-            .loss(&student, &teacher, None, self.seed ^ 1)?;
+            .loss(&student, &teacher, Some(&p.labels), self.seed ^ 1)?;
         *value += terms.total.to_scalar::<f32>()? as f64;
         let mut total = (total + terms.total.affine(self.alpha * u.len() as f64, 0.0)?)?;
         let w = self.distiller.options().pseudo_weight;
         if w > 0.0 {
-            let p = self.distiller.pseudo_labels(&teacher)?;
             let l = self
                 .det_loss
                 .compute_weighted(&student.levels, &p.labels, Some(&p.weights))?;

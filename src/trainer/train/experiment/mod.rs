@@ -87,6 +87,7 @@ pub fn run_experiment(
     let plan = select_arms(arms(&budget.preset, budget.labeled_fraction), only)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let started = Instant::now();
+    let mut json = Value::Null;
     for &seed in seeds {
         for a in &plan {
             let r = run_arm(budget, a, seed, out, device_name)?;
@@ -99,10 +100,11 @@ pub fn run_experiment(
                 r.splits.get("fog").map_or(f64::NAN, |s| s.0),
                 r.train_s
             );
-            write_results(out, budget, &plan, started.elapsed().as_secs_f64())?;
+            // rebuilt after every arm, so a long run can be read as it goes
+            json = write_results(out, budget, &plan, started.elapsed().as_secs_f64())?;
         }
     }
-    write_results(out, budget, &plan, started.elapsed().as_secs_f64())
+    Ok(json)
 }
 
 /// The folder of arm `key` for `seed`.
