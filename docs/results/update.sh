@@ -8,4 +8,12 @@ cd "$(dirname "$0")/../.."
 cat docs/results/distill_preface.md "$RUN/results.md" > docs/results/distill.md
 cp "$RUN/results.json" docs/results/distill.json
 cp "$RUN/curves.png" docs/results/distill_curves.png
+# each finished arm's result and curve (not checkpoints or test matches)
+for eval in "$RUN"/seed*/*/eval.json; do
+    arm_dir=$(dirname "$eval")
+    dest=docs/results/paper/${arm_dir#"$RUN"/}
+    mkdir -p "$dest"
+    cp "$eval" "$dest/"
+    [[ -f $arm_dir/results.csv ]] && cp "$arm_dir/results.csv" "$dest/"
+done
 echo "docs/results/distill.md, distill.json, distill_curves.png from $RUN"
