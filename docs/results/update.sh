@@ -14,6 +14,6 @@ for eval in "$RUN"/seed*/*/eval.json; do
     dest=docs/results/paper/${arm_dir#"$RUN"/}
     mkdir -p "$dest"
     cp "$eval" "$dest/"
-    [[ -f $arm_dir/results.csv ]] && cp "$arm_dir/results.csv" "$dest/"
+    if [[ -f $arm_dir/results.csv ]]; then cp "$arm_dir/results.csv" "$dest/"; fi
 done
 echo "docs/results/distill.md, distill.json, distill_curves.png from $RUN"
