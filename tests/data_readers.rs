@@ -562,6 +562,26 @@ fn llvip_missing_annotation_names_the_expected_xml() {
 }
 
 #[test]
+fn llvip_test_folder_without_annotations_is_left_out_as_unlabeled() {
+    let llvip = Llvip::new();
+    llvip.add("train", "010001", &[("person", [1.0, 1.0, 5.0, 5.0])]);
+    llvip.add_images("test", "190001");
+    llvip.add_images("test", "190002");
+    let dataset = Dataset::open(llvip.root()).unwrap();
+    let names: Vec<&str> = dataset.samples.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["010001"]);
+}
+
+#[test]
+fn llvip_without_any_annotation_points_to_autolabel() {
+    let llvip = Llvip::new();
+    llvip.add_images("train", "010001");
+    llvip.add_images("test", "190001");
+    let err = llvip.error();
+    assert!(err.contains("trainer autolabel"), "{err}");
+}
+
+#[test]
 fn llvip_box_beyond_the_image_names_the_xml() {
     let llvip = Llvip::new();
     llvip.add(

@@ -86,6 +86,7 @@ fn student_options(out: &Path, distill: Option<DistillOptions>) -> TrainOptions 
         distill,
         repeat: 1,
         synth_conditions: None,
+        init: None,
     }
 }
 

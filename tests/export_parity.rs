@@ -431,3 +431,130 @@ fn sizes_at_320() {
         );
     }
 }
+
+/// `--init` from an ONNX export (BatchNorm folded into the convolutions):
+/// a freshly initialised student set from the file predicts what the
+/// exported model predicts (eval mode), every tensor loaded.
+#[test]
+fn init_from_an_onnx_export_reproduces_its_predictions() {
+    use irdistill::trainer::train::pretrained::{init_from_file, rebase_folded_batchnorm};
+    let imgsz = 128;
+    let e = export("student-p", &["person", "car"], imgsz, false);
+    let (varmap, fresh) = seeded_model("student-p", &["person", "car"], imgsz, 99);
+    let x = random_input(1, imgsz, 13);
+    let want = e.model.predict(&x).unwrap();
+    let before = fresh.predict(&x).unwrap();
+    let report = init_from_file(&varmap, &e.path).unwrap();
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    rebase_folded_batchnorm(&varmap, &report.folded).unwrap();
+    let got = fresh.predict(&x).unwrap();
+    let shape = want.dims().to_vec();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (b0, s0) = max_abs_diff(&flat(&before), &flat(&want), &shape);
+    assert!(b0 > 1.0 || s0 > 0.05, "the fresh model already agreed");
+    let (boxes, scores) = max_abs_diff(&flat(&got), &flat(&want), &shape);
+    println!(
+        "--init from ONNX vs the exported model: max |Δ| boxes {boxes:.2e} px, scores {scores:.2e}"
+    );
+    assert!(
+        boxes <= TOL && scores <= TOL,
+        "boxes {boxes}, scores {scores}"
+    );
+}
+
+/// ultralytics' names (`model.<i>.…`) load into our layers; a model with
+/// another class count keeps its fresh class convolutions (named in the
+/// report) and loads everything else.
+#[test]
+fn init_from_ultralytics_named_safetensors() {
+    use irdistill::trainer::train::pretrained::init_from_file;
+    let imgsz = 128;
+    let (src_map, src) = seeded_model("student-p", &["person", "car", "bike"], imgsz, 5);
+    let ultra_name = |ours: &str| -> String {
+        if let Some(rest) = ours.strip_prefix("backbone.b") {
+            format!("model.{rest}")
+        } else if let Some(rest) = ours.strip_prefix("neck.n") {
+            format!("model.{rest}")
+        } else {
+            format!("model.22.{}", ours.strip_prefix("head.").unwrap())
+        }
+    };
+    let tensors: HashMap<String, Tensor> = src_map
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (ultra_name(k), v.as_tensor().clone()))
+        .collect();
+    assert!(tensors.contains_key("model.0.bn.running_var"));
+    assert!(tensors.contains_key("model.22.cv3.0.2.bias"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("yolov8.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+
+    let (map3, same) = seeded_model("student-p", &["person", "car", "bike"], imgsz, 6);
+    let report = init_from_file(&map3, &path).unwrap();
+    assert!(
+        report.kept.is_empty() && report.unused.is_empty(),
+        "{report:?}"
+    );
+    let x = random_input(1, imgsz, 14);
+    let d = (src.predict(&x).unwrap() - same.predict(&x).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d <= 1e-5, "max |Δ| {d}");
+
+    let (map1, _) = seeded_model("student-p", &["person"], imgsz, 6);
+    let report = init_from_file(&map1, &path).unwrap();
+    let mut kept: Vec<&str> = report
+        .kept
+        .iter()
+        .map(|k| k.split(':').next().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "head.cv3.0.2.bias",
+            "head.cv3.0.2.weight",
+            "head.cv3.1.2.bias",
+            "head.cv3.1.2.weight",
+            "head.cv3.2.2.bias",
+            "head.cv3.2.2.weight"
+        ]
+    );
+    assert_eq!(report.unused.len(), 6);
+}
+
+#[test]
+fn init_refuses_a_file_that_fits_nothing_or_is_not_weights() {
+    use irdistill::trainer::train::pretrained::init_from_file;
+    let (map, _) = seeded_model("student-p", &["person"], 128, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let other: HashMap<String, Tensor> = [(
+        "model.0.conv.weight".to_owned(),
+        Tensor::zeros((5, 5, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+    )]
+    .into();
+    let path = dir.path().join("other.safetensors");
+    candle_core::safetensors::save(&other, &path).unwrap();
+    let err = format!("{:#}", init_from_file(&map, &path).unwrap_err());
+    assert!(err.contains("none of its 1 tensors fits"), "{err}");
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"not onnx").unwrap();
+    let err = format!("{:#}", init_from_file(&map, &junk).unwrap_err());
+    assert!(err.contains("junk.onnx"), "{err}");
+    let err = format!(
+        "{:#}",
+        init_from_file(&map, &dir.path().join("w.pt")).unwrap_err()
+    );
+    assert!(
+        err.contains("w.pt") && err.contains("no such file"),
+        "{err}"
+    );
+}

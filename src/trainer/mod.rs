@@ -14,13 +14,17 @@
 //! [`ops`] holds the fast CPU kernels the model's blocks call, [`checkpoint`]
 //! the safetensors files, [`export`] the ONNX writer for the student (what
 //! the device runs), [`predict`] a checkpoint on one image,
-//! [`pseudo_label`] a teacher labelling unlabeled pairs once, and
+//! [`pseudo_label`] a teacher labelling unlabeled pairs once, [`autolabel`]
+//! the thermal image labelling them with no model, [`import`] recordings
+//! stored as side-by-side pairs, and
 //! `train::experiment` the multi-arm comparison.
 
 pub mod assign;
+pub mod autolabel;
 pub mod checkpoint;
 pub mod distill;
 pub mod export;
+pub mod import;
 pub mod loss;
 pub mod model;
 pub mod ops;

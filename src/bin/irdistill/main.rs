@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod detect;
 mod run;
+mod val;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ enum Command {
     Demo(demo::Args),
     /// Detect objects in image files; one JSON line per image.
     Detect(detect::Args),
+    /// Score an ONNX model on a labelled dataset folder (COCO mAP on the
+    /// RGB images): table, then JSON.
+    Val(val::Args),
     /// Validate a configuration file.
     CheckConfig {
         /// The TOML file (see systemd/irdistill.toml).
@@ -161,6 +165,7 @@ fn main() {
         Command::Run(args) => run::run(*args),
         Command::Demo(args) => demo::demo(args),
         Command::Detect(args) => detect::detect(args),
+        Command::Val(args) => val::val(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Probe { json, devices } => probe(json, &devices),
         Command::Bench(args) => bench::bench(args),

@@ -76,6 +76,12 @@ pub struct Args {
     /// (e.g. `day`), validation pairs too.
     #[arg(long, value_name = "LIST")]
     pub conditions: Option<String>,
+    /// Start from these weights instead of random ones: one of our
+    /// checkpoints, an ultralytics YOLOv8 checkpoint converted to
+    /// safetensors (its own names), or an ONNX export. Tensors whose name
+    /// and shape match are loaded; the rest are listed in the log.
+    #[arg(long, value_name = "WEIGHTS")]
+    pub init: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -137,6 +143,7 @@ pub fn options(a: Args) -> Result<TrainOptions> {
             .map(irdistill::shared::condition::parse_conditions)
             .transpose()
             .context("--conditions")?,
+        init: a.init,
     };
     Ok(opts)
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use irdistill::shared::condition::Split;
 use irdistill::trainer::checkpoint::load_detector;
 use irdistill::trainer::train::init::device;
-use irdistill::trainer::train::source::{open_eval_split, SynthSizes};
+use irdistill::trainer::train::source::{open_all_pairs, open_eval_split, SynthSizes};
 use irdistill::trainer::train::validate::validate;
 use std::path::PathBuf;
 
@@ -18,6 +18,10 @@ pub struct Args {
     pub data: String,
     #[arg(long, default_value = "val")]
     pub split: Split,
+    /// Every pair of a dataset folder, whatever its split (a small
+    /// human-labelled evaluation set); overrides --split.
+    #[arg(long)]
+    pub all: bool,
     /// Input size (default: the checkpoint's).
     #[arg(long)]
     pub imgsz: Option<usize>,
@@ -47,7 +51,12 @@ pub fn run(a: Args) -> Result<()> {
         val: a.synth_pairs,
         seed: a.synth_seed,
     };
-    let (names, source) = open_eval_split(&a.data, a.split, synth)?;
+    let (names, source) = if a.all {
+        anyhow::ensure!(a.data != "synth", "--all needs a dataset folder as --data");
+        open_all_pairs(&a.data)?
+    } else {
+        open_eval_split(&a.data, a.split, synth)?
+    };
     anyhow::ensure!(
         names == cfg.names,
         "class names of {} ({:?}) differ from the model's ({:?})",
@@ -57,10 +66,14 @@ pub fn run(a: Args) -> Result<()> {
     );
     let report = validate(&model, source, &names, imgsz, a.batch, 2, &dev)?;
     println!(
-        "{} on {} split '{}' at {imgsz}:",
+        "{} on {} {} at {imgsz}:",
         a.weights.display(),
         a.data,
-        a.split
+        if a.all {
+            "(all pairs)".to_owned()
+        } else {
+            format!("split '{}'", a.split)
+        }
     );
     println!("{}", report.table());
     println!("{}", serde_json::to_string(&report.to_json())?);

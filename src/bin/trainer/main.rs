@@ -1,11 +1,13 @@
 //! `trainer`: the workstation half (generator, evaluation, training).
 
+mod cmd_autolabel;
 mod cmd_bench;
 mod cmd_demo;
 mod cmd_distill;
 mod cmd_eval_coco;
 mod cmd_experiment;
 mod cmd_export;
+mod cmd_import;
 mod cmd_predict;
 mod cmd_pseudo_label;
 mod cmd_synth;
@@ -67,6 +69,11 @@ enum Command {
     /// Label unlabeled RGB+IR pairs with a teacher once: a paired YOLO-txt
     /// dataset for plain `trainer train`.
     PseudoLabel(cmd_pseudo_label::Args),
+    /// Label unlabeled RGB+IR pairs from their thermal images (or a
+    /// teacher): a paired YOLO-txt dataset with a score per box.
+    Autolabel(cmd_autolabel::Args),
+    /// Split side-by-side RGB|IR images into the paired layout (unlabeled).
+    Import(cmd_import::Args),
     /// Export a checkpoint to ONNX (ultralytics YOLOv8 layout).
     Export(cmd_export::Args),
     /// Time full training steps (forward, loss, backward, optimizer); JSON last line.
@@ -97,6 +104,8 @@ fn main() {
         Command::Val(args) => cmd_val::run(args),
         Command::Predict(args) => cmd_predict::run(args),
         Command::PseudoLabel(args) => cmd_pseudo_label::run(args),
+        Command::Autolabel(args) => cmd_autolabel::run(args),
+        Command::Import(args) => cmd_import::run(args),
     });
     if let Err(err) = result {
         eprintln!("error: {err:#}");

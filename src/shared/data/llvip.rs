@@ -12,6 +12,9 @@
 //!   [`VAL_HOLDOUT_BUCKETS`] hold out ~10% of `train/` as [`Split::Val`],
 //!   chosen by [`stable_hash`] of the name: the same images on every machine
 //!   and every run, and independent of how many images there are.
+//! * Unlabeled folders: a split folder none of whose images has an xml is
+//!   left out (a warning says so); one missing xml in an annotated folder
+//!   is an error.
 //! * Condition: every sample is [`Condition::Night`]: LLVIP is a low-light
 //!   (night street) dataset.
 //! * Boxes: VOC `xmin/ymin/xmax/ymax` are used as given as pixel corners
@@ -63,7 +66,7 @@ pub fn split_of(folder: Split, name: &str) -> Split {
 
 /// Reads and validates the whole dataset; see the module docs.
 pub(crate) fn read(root: &Path) -> Result<Dataset> {
-    let pairs = list_pairs(root)?;
+    let pairs = without_unannotated_folders(root, list_pairs(root)?)?;
     // Collecting into Vec<Result> first keeps the reported error the first
     // one in name order, whatever order the threads finish in.
     let results: Vec<Result<SampleInfo>> = pairs
@@ -77,6 +80,48 @@ pub(crate) fn read(root: &Path) -> Result<Dataset> {
         names: vec![CLASS_NAME.to_owned()],
         samples,
     })
+}
+
+/// Drops the pairs of a split folder in which no image has an annotation
+/// (copies of LLVIP often ship `test/` images without their xml): those are
+/// unlabeled pairs, logged and left out. One missing xml among annotated
+/// images of the same folder stays an error in [`read_sample`]: that is a
+/// lost annotation, and reading it as "no persons" would teach the model
+/// to ignore people.
+fn without_unannotated_folders(
+    root: &Path,
+    pairs: Vec<(ImagePair, Split)>,
+) -> Result<Vec<(ImagePair, Split)>> {
+    let annotated = |pair: &ImagePair| {
+        root.join(ANNOTATIONS_DIR)
+            .join(format!("{}.xml", pair.name))
+            .is_file()
+    };
+    let mut kept = Vec::with_capacity(pairs.len());
+    for (folder, split) in SPLIT_FOLDERS {
+        let of_folder: Vec<_> = pairs.iter().filter(|(_, s)| *s == split).collect();
+        if of_folder.is_empty() {
+            continue;
+        }
+        if of_folder.iter().any(|(pair, _)| annotated(pair)) {
+            kept.extend(of_folder.into_iter().cloned());
+        } else {
+            tracing::warn!(
+                "{}: none of the {} pairs in {VISIBLE_DIR}/{folder} has an annotation in \
+                 {ANNOTATIONS_DIR}/; left out as unlabeled pairs",
+                root.display(),
+                of_folder.len()
+            );
+        }
+    }
+    ensure!(
+        !kept.is_empty(),
+        "{}: no image has an annotation in {ANNOTATIONS_DIR}/; these are unlabeled pairs \
+         (label them with `trainer autolabel --data {}`, or distil on them with --unlabeled)",
+        root.display(),
+        root.display()
+    );
+    Ok(kept)
 }
 
 /// All pairs of all split folders, sorted by name, each with its folder's

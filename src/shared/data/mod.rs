@@ -9,7 +9,7 @@
 //! skips bad samples quietly would bias training and evaluation instead.
 
 mod dataset;
-mod images;
+pub(crate) mod images;
 pub mod llvip;
 pub mod meta;
 mod sample;

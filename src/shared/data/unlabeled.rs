@@ -85,6 +85,17 @@ impl UnlabeledPairs {
         self.pairs.is_empty()
     }
 
+    /// The name (file stem) of pair `index`.
+    pub fn name(&self, index: usize) -> &str {
+        &self.pairs[index].name
+    }
+
+    /// The RGB and IR files of pair `index`.
+    pub fn paths(&self, index: usize) -> (&Path, &Path) {
+        let p = &self.pairs[index];
+        (&p.rgb, &p.ir)
+    }
+
     /// Decodes pair `index` (no labels, no condition).
     pub fn load(&self, index: usize) -> Result<FramePair> {
         let p = &self.pairs[index];

@@ -3,7 +3,7 @@
 //! ```text
 //! DIR/images/rgb/NAME.{png,jpg,jpeg,bmp}
 //! DIR/images/ir/NAME.{png,jpg,jpeg,bmp}   same stem as its RGB partner
-//! DIR/labels/NAME.txt                     `class cx cy w h` per line, normalised
+//! DIR/labels/NAME.txt                     `class cx cy w h [score]` per line, normalised
 //! DIR/meta.json                           optional: names, per-image condition/split
 //! DIR/classes.txt                         class names, one per line, if meta.json has none
 //! ```
@@ -170,15 +170,23 @@ pub(crate) fn parse_labels(
         .collect()
 }
 
-/// One `class cx cy w h` line.
+/// One `class cx cy w h` line, or `class cx cy w h score` as ultralytics
+/// writes with `save_conf` and `trainer autolabel` writes: the score is
+/// checked (a number in [0, 1]) but a label is a label for training.
 fn parse_label_line(line: &str, width: u32, height: u32, num_classes: usize) -> Result<Label> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     ensure!(
-        fields.len() == 5,
-        "expected 5 fields `class cx cy w h`, found {}: '{}'",
+        fields.len() == 5 || fields.len() == 6,
+        "expected 5 fields `class cx cy w h` (or 6, with a score), found {}: '{}'",
         fields.len(),
         line.trim()
     );
+    if let Some(score) = fields.get(5) {
+        ensure!(
+            score.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
+            "score '{score}' is not a number in [0, 1]"
+        );
+    }
     let class_id: usize = fields[0]
         .parse()
         .map_err(|_| anyhow!("class id '{}' is not a non-negative integer", fields[0]))?;
@@ -251,6 +259,9 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         assert!(error("0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1").starts_with("l/x.txt:2: expected 5"));
+        assert!(error("0 0.5 0.5 0.1 0.1 0.9 1").contains("found 7"));
+        assert!(error("0 0.5 0.5 0.1 0.1 1.5").contains("score '1.5'"));
+        assert_eq!(parse("0 0.5 0.5 0.2 0.4 0.87").unwrap().len(), 1);
         assert!(error("a 0.5 0.5 0.1 0.1").contains("l/x.txt:1: class id 'a'"));
         assert!(error("-1 0.5 0.5 0.1 0.1").contains("class id '-1'"));
         assert!(error("0 0.5 x 0.1 0.1").contains("cy 'x' is not a finite number"));

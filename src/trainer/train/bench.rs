@@ -116,6 +116,7 @@ fn bench_run_options(o: &BenchOptions, out: PathBuf) -> TrainOptions {
         distill: None,
         repeat: 1,
         synth_conditions: None,
+        init: None,
     }
 }
 

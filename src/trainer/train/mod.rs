@@ -1,7 +1,7 @@
 //! Training: data (sources, augmentation, loader) and the loop.
 //!
 //! A run, in the order a reader follows it: `options` (what it is
-//! configured with) → `init` / `resume` (what it starts from) → `source`,
+//! configured with) → `init` / `pretrained` / `resume` (what it starts from) → `source`,
 //! `loader`, `augment`, `inputs` (batches as tensors) → `run` (the epoch
 //! and step loop; `step` the distillation part and timings, `optim` and
 //! `ema` the update) → `validate` (mAP of the EMA weights) → `results`,
@@ -19,6 +19,7 @@ pub mod loader;
 pub mod optim;
 pub mod options;
 pub mod plot;
+pub mod pretrained;
 pub mod results;
 mod resume;
 pub mod run;

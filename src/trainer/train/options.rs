@@ -56,6 +56,10 @@ pub struct TrainOptions {
     /// validation labels are day labels too).
     #[serde(default)]
     pub synth_conditions: Option<Vec<Condition>>,
+    /// Start from these weights (`--init`: our checkpoint, ultralytics
+    /// safetensors or an ONNX export; see `train::pretrained`).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 fn one() -> usize {

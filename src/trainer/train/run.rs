@@ -25,6 +25,7 @@ use super::loader::{batches_per_epoch, Batch, EpochLoader, LoaderConfig};
 use super::optim::{Optimizer, OptimizerKind, Schedule};
 use super::options::check_options;
 use super::plot;
+use super::pretrained::{init_from_file, rebase_folded_batchnorm, FOLDED_PASSES};
 use super::results::write_results_csv;
 use super::resume::{ensure_no_run_in, last_checkpoint, Resumed, RunProgress};
 use super::source::DataSpec;
@@ -114,7 +115,23 @@ impl Trainer {
             if let Some(d) = distiller.as_ref().filter(|d| d.options().init_from_teacher) {
                 init_from_teacher(&varmap, d.teacher_weights())?;
             }
-            warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
+            let init = opts
+                .init
+                .as_deref()
+                .map(|path| init_from_file(&varmap, path))
+                .transpose()?;
+            // loaded BatchNorm statistics are kept; random or folded
+            // weights get theirs from the first batches
+            match &init {
+                Some(r) if r.has_batchnorm_stats() => {}
+                Some(r) => {
+                    for _ in 0..FOLDED_PASSES {
+                        warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
+                        rebase_folded_batchnorm(&varmap, &r.folded)?;
+                    }
+                }
+                None => warm_start_from_data(&model, &varmap, &data, &opts, &device)?,
+            }
         }
         let (eval_varmap, eval_model) = new_detector(&cfg, &device)?;
         let mut optimizer = new_optimizer(&opts, &varmap, distiller.as_ref())?;

@@ -202,6 +202,18 @@ pub fn open_eval_split(
     ))
 }
 
+/// Every pair of the dataset folder `data`, whatever its split: a small
+/// human-labelled evaluation set (`trainer val --all`).
+pub fn open_all_pairs(data: &str) -> Result<(Vec<String>, Arc<dyn PairSource>)> {
+    let dataset =
+        Arc::new(Dataset::open(Path::new(data)).with_context(|| format!("--data {data}"))?);
+    let indices = (0..dataset.samples.len()).collect();
+    Ok((
+        dataset.names.clone(),
+        Arc::new(DatasetSplit { dataset, indices }),
+    ))
+}
+
 impl PairSource for crate::shared::data::UnlabeledPairs {
     fn len(&self) -> usize {
         crate::shared::data::UnlabeledPairs::len(self)

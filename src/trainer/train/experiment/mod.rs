@@ -272,6 +272,7 @@ fn arm_options(budget: &Budget, a: &Arm, seed: u64, out: &Path, dir: &Path) -> T
         distill: arm_distill_options(budget, a, seed, out),
         repeat: budget.repeat(a.setting),
         synth_conditions: a.setting.labeled_conditions(),
+        init: None,
     }
 }
 
