@@ -34,3 +34,4 @@ pub mod publish;
 pub mod report;
 pub mod service;
 pub mod track;
+pub mod val;

@@ -3,6 +3,7 @@
 //! synthetic test pairs; writes DIR/results.json and DIR/results.md.
 
 use anyhow::Result;
+use irdistill::trainer::train::experiment::real::{run_real_experiment, RealOptions};
 use irdistill::trainer::train::experiment::{run_experiment, Budget};
 use std::path::PathBuf;
 
@@ -12,8 +13,24 @@ pub struct Args {
     /// ablation at 256 px; hours) or paper (the converged protocol of
     /// docs/results/distill.md: 100 epochs, 1200 test pairs; hours per arm).
     /// A rerun with the same --out continues where the last one stopped.
+    /// `real`: real recordings (--pool, --eval), no human labels for
+    /// training; see README "Your own recordings".
     #[arg(long, default_value = "quick")]
     pub preset: String,
+    /// --preset real: unlabeled RGB+IR pairs to learn from.
+    #[arg(long)]
+    pub pool: Option<PathBuf>,
+    /// --preset real: human-labelled pairs (class person) to score on.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// --preset real: a checkpoint trained on generated scenes (arm
+    /// synthetic_init).
+    #[arg(long)]
+    pub synthetic_init: Option<PathBuf>,
+    /// --preset real: an ONNX model scored as is (arm bundled), e.g.
+    /// models/student-p.onnx.
+    #[arg(long)]
+    pub bundled: Option<PathBuf>,
     /// Number of seeds (0, 1, …, K-1); mean ± std over them.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
@@ -56,6 +73,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.preset == "real" {
+        return run_real(a);
+    }
+    anyhow::ensure!(
+        a.pool.is_none() && a.eval.is_none() && a.synthetic_init.is_none() && a.bundled.is_none(),
+        "--pool, --eval, --synthetic-init and --bundled are for --preset real"
+    );
     let mut b = Budget::preset(&a.preset)?;
     b.imgsz = a.imgsz.unwrap_or(b.imgsz);
     b.epochs = a.epochs.unwrap_or(b.epochs);
@@ -71,6 +95,33 @@ pub fn run(a: Args) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"out": a.out, "splits": json["splits"], "elapsed_s": json["elapsed_s"]})
+    );
+    Ok(())
+}
+
+fn run_real(a: Args) -> Result<()> {
+    let (Some(pool), Some(eval)) = (a.pool, a.eval) else {
+        anyhow::bail!("--preset real needs --pool DIR (unlabeled pairs) and --eval DIR (labelled)");
+    };
+    anyhow::ensure!(
+        a.seeds == 1,
+        "--preset real runs one seed (--first-seed picks it)"
+    );
+    let mut o = RealOptions::preset(pool, eval, a.out.clone());
+    o.imgsz = a.imgsz.unwrap_or(o.imgsz);
+    o.epochs = a.epochs.unwrap_or(o.epochs);
+    o.teacher_epochs = a.teacher_epochs.unwrap_or(o.epochs);
+    o.batch = a.batch.unwrap_or(o.batch);
+    o.workers = a.workers.unwrap_or(o.workers);
+    o.seed = a.first_seed;
+    o.synthetic_init = a.synthetic_init;
+    o.bundled = a.bundled;
+    o.only = a.arms;
+    o.device = a.device;
+    let json = run_real_experiment(&o)?;
+    println!(
+        "{}",
+        serde_json::json!({"out": a.out, "arms": json["arms"]})
     );
     Ok(())
 }

@@ -18,9 +18,13 @@
 //! rebuilt from every finished arm after each one. Rerunning the command
 //! skips finished arms and continues an interrupted one from its
 //! `last.safetensors`, so a converged run can span several sittings.
+//!
+//! `--preset real` ([`real`]) is the same idea on real recordings: no
+//! labels, arms scored on human-labelled frames.
 
 pub mod arms;
 pub mod plot;
+pub mod real;
 pub mod report;
 pub mod stats;
 
