@@ -163,3 +163,92 @@ fn import_then_autolabel() {
         .iter()
         .all(|s| (s.width_px, s.height_px) == (160, 128)));
 }
+
+/// `trainer experiment --preset real` on generated pairs standing in for a
+/// recording: the labelling and bundled-model arms end to end, the
+/// results schema, and a rerun that keeps finished arms.
+#[test]
+fn real_experiment_scores_arms_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pool, eval, out) = (
+        tmp.path().join("pool"),
+        tmp.path().join("eval"),
+        tmp.path().join("exp"),
+    );
+    synth(&pool, "12");
+    ok(&trainer(&[
+        "synth",
+        "--out",
+        eval.to_str().unwrap(),
+        "--pairs",
+        "10",
+        "--seed",
+        "9",
+    ]));
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student-p.onnx");
+    let run = || {
+        trainer(&[
+            "experiment",
+            "--preset",
+            "real",
+            "--pool",
+            pool.to_str().unwrap(),
+            "--eval",
+            eval.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--arms",
+            "ir_autolabels,bundled",
+            "--bundled",
+            model.to_str().unwrap(),
+        ])
+    };
+    ok(&run());
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    for arm in ["ir_autolabels", "bundled"] {
+        let ap50 = results["arms"][arm]["ap50"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ap50), "{results}");
+        assert!(results["arms"][arm]["wall_s"].as_f64().is_some());
+    }
+    // the bundled model was trained on this generator: it finds persons
+    assert!(
+        results["arms"]["bundled"]["ap50"].as_f64().unwrap() > 0.2,
+        "{results}"
+    );
+    let commands = results["commands"].as_array().unwrap();
+    assert!(commands[0]
+        .as_str()
+        .unwrap()
+        .starts_with("trainer autolabel"));
+    assert!(out.join("labels_ir/autolabel.json").exists());
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| ir_autolabels |"), "{md}");
+    // a rerun keeps what finished
+    let again = run();
+    ok(&again);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("done earlier"));
+
+    let err = trainer(&[
+        "experiment",
+        "--preset",
+        "real",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--pool"));
+    let err = trainer(&[
+        "experiment",
+        "--preset",
+        "real",
+        "--pool",
+        pool.to_str().unwrap(),
+        "--eval",
+        eval.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--arms",
+        "nope",
+    ]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("unknown arm 'nope'"));
+}

@@ -561,6 +561,9 @@ fn pseudo_label_writes_a_dataset_that_trains_and_never_overwrites() {
     for d in ["images/rgb", "images/ir", "labels"] {
         assert_eq!(std::fs::read_dir(out.join(d)).unwrap().count(), 6, "{d}");
     }
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("pseudo_label.json")).unwrap()).unwrap();
+    assert_eq!(written["threshold"], summary["threshold"]);
     // the folder is a dataset `trainer train` takes as it is
     let run = tmp.path().join("student");
     ok(&trainer(&[

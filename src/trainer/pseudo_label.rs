@@ -37,6 +37,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What `trainer pseudo-label` is asked to do.
+/// The summary written beside the labels.
+pub const SUMMARY_FILE: &str = "pseudo_label.json";
+
 #[derive(Debug, Clone)]
 pub struct PseudoLabelOptions {
     /// The teacher checkpoint (`trainer train --model teacher-*`).
@@ -146,6 +149,10 @@ pub fn pseudo_label(o: &PseudoLabelOptions) -> Result<PseudoLabelSummary> {
         }
     }
     meta.write(&o.out.join(META_FILE))?;
+    // what was kept and at which threshold, beside the labels
+    let path = o.out.join(SUMMARY_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(summary)
 }
 

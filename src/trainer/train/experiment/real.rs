@@ -6,6 +6,7 @@
 //! pool (unlabeled pairs) ─ autolabel (IR) ─ labels_ir/       arm ir_autolabels: the labels themselves
 //!   ├ student on labels_ir                                   arm rgb_pseudo
 //!   ├ teacher (RGB+IR) on labels_ir                          arm teacher
+//!   │   ├ it relabels the pool ─ labels_teacher/ ─ student   arm rgb_teacher_labels
 //!   │   └ student distilled from it (+ its pseudo-labels)    arm distilled
 //!   ├ student on labels_ir from --synthetic-init              arm synthetic_init
 //!   └ the bundled ONNX model, as is                          arm bundled
@@ -36,10 +37,11 @@ use std::time::Instant;
 
 /// The arms, in the order they run (a later one may need an earlier one's
 /// output).
-pub const REAL_ARMS: [&str; 6] = [
+pub const REAL_ARMS: [&str; 7] = [
     "ir_autolabels",
     "rgb_pseudo",
     "teacher",
+    "rgb_teacher_labels",
     "distilled",
     "synthetic_init",
     "bundled",
@@ -47,6 +49,10 @@ pub const REAL_ARMS: [&str; 6] = [
 
 /// The folder of the IR autolabels inside the experiment folder.
 const LABELS_DIR: &str = "labels_ir";
+/// Between the commands of an arm that runs several.
+const COMMAND_SEPARATOR: &str = " && ";
+/// The folder of the teacher's labels (arm `rgb_teacher_labels`).
+const TEACHER_LABELS_DIR: &str = "labels_teacher";
 
 #[derive(Debug, Clone)]
 pub struct RealOptions {
@@ -160,7 +166,10 @@ fn plan(o: &RealOptions) -> Result<Vec<String>> {
             }
         } else {
             o.only.iter().any(|x| x == a)
-                || (a == "teacher" && o.only.iter().any(|x| x == "distilled"))
+                || (a == "teacher"
+                    && o.only
+                        .iter()
+                        .any(|x| x == "distilled" || x == "rgb_teacher_labels"))
                 || (a == "ir_autolabels" && o.only.iter().any(|x| x != "bundled"))
         }
     };
@@ -225,16 +234,70 @@ fn run_arm(o: &RealOptions, arm: &str) -> Result<RealArmResult> {
                 "{} has no labels yet: run arm ir_autolabels first",
                 labels.display()
             );
-            let opts = arm_options(o, arm, &labels)?;
-            let command = describe(&opts);
+            let mut command = String::new();
+            let data = if arm == "rgb_teacher_labels" {
+                let (dir, labelled) = teacher_labels(o, &labels)?;
+                command = labelled + COMMAND_SEPARATOR;
+                dir
+            } else {
+                labels
+            };
+            let opts = arm_options(o, arm, &data)?;
+            command += &describe(&opts);
             let dir = opts.out.clone();
             let resume = dir.join("last.safetensors").exists();
-            train(opts, &o.device, resume)?;
+            let rows = train(opts, &o.device, resume)?;
             let ckpt = dir.join("last.safetensors");
-            (score_checkpoint(o, &ckpt)?, command)
+            // every epoch's time, whichever invocation trained it
+            let train_s = rows.iter().map(|r| r.epoch_s).sum::<f64>();
+            return finish(arm, &score_checkpoint(o, &ckpt)?, train_s, command);
         }
     };
-    let wall_s = started.elapsed().as_secs_f64();
+    finish(arm, &report, started.elapsed().as_secs_f64(), command)
+}
+
+/// The teacher's labels of the pool, written once to `labels_teacher/`
+/// (threshold: best F1 against the IR labels' validation pairs); returns
+/// the folder and the equivalent command.
+fn teacher_labels(o: &RealOptions, ir_labels: &Path) -> Result<(PathBuf, String)> {
+    let dir = o.out.join(TEACHER_LABELS_DIR);
+    let teacher = o.out.join("teacher").join("last.safetensors");
+    ensure!(
+        o.out.join("teacher").join("eval.json").exists(),
+        "arm rgb_teacher_labels needs the finished arm teacher"
+    );
+    let done = dir.join(crate::shared::data::meta::META_FILE);
+    if dir.exists() && !done.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    if !done.exists() {
+        crate::trainer::pseudo_label::pseudo_label(
+            &crate::trainer::pseudo_label::PseudoLabelOptions {
+                teacher: teacher.clone(),
+                data: o.pool.display().to_string(),
+                out: dir.clone(),
+                conf: None,
+                val_data: ir_labels.display().to_string(),
+                synth_val: 0,
+                batch: o.batch,
+                workers: o.workers,
+                device: o.device.clone(),
+            },
+        )?;
+    }
+    let command = format!(
+        "trainer autolabel --method teacher --teacher {} --data {} --val-data {} --out {}",
+        teacher.display(),
+        o.pool.display(),
+        ir_labels.display(),
+        dir.display()
+    );
+    Ok((dir, command))
+}
+
+/// The arm's result from its evaluation report (class `person`).
+fn finish(arm: &str, report: &EvalReport, wall_s: f64, command: String) -> Result<RealArmResult> {
     let person = report
         .overall
         .per_class
@@ -254,7 +317,7 @@ fn run_arm(o: &RealOptions, arm: &str) -> Result<RealArmResult> {
 fn arm_options(o: &RealOptions, arm: &str, labels: &Path) -> Result<TrainOptions> {
     let teacher_dir = o.out.join("teacher");
     let (model, epochs, init, distill) = match arm {
-        "rgb_pseudo" => (o.student.clone(), o.epochs, None, None),
+        "rgb_pseudo" | "rgb_teacher_labels" => (o.student.clone(), o.epochs, None, None),
         "teacher" => (o.teacher.clone(), o.teacher_epochs, None, None),
         "distilled" => {
             let teacher = teacher_dir.join("last.safetensors");
@@ -392,7 +455,7 @@ fn write_results(o: &RealOptions, results: &BTreeMap<String, RealArmResult>) -> 
     let commands: Vec<&str> = REAL_ARMS
         .iter()
         .filter_map(|a| results.get(*a))
-        .map(|r| r.command.as_str())
+        .flat_map(|r| r.command.split(COMMAND_SEPARATOR))
         .collect();
     let value = json!({
         "arms": arms,
@@ -421,8 +484,8 @@ fn write_results(o: &RealOptions, results: &BTreeMap<String, RealArmResult>) -> 
         );
     }
     md.push_str("\nCommands:\n\n");
-    for r in REAL_ARMS.iter().filter_map(|a| results.get(*a)) {
-        let _ = writeln!(md, "    {}", r.command);
+    for command in &commands {
+        let _ = writeln!(md, "    {command}");
     }
     std::fs::write(o.out.join("results.md"), md).context("cannot write results.md")?;
     Ok(value)
@@ -437,10 +500,21 @@ mod tests {
         let mut o = RealOptions::preset("p".into(), "e".into(), "o".into());
         assert_eq!(
             plan(&o).unwrap(),
-            ["ir_autolabels", "rgb_pseudo", "teacher", "distilled"]
+            [
+                "ir_autolabels",
+                "rgb_pseudo",
+                "teacher",
+                "rgb_teacher_labels",
+                "distilled"
+            ]
         );
         o.only = vec!["distilled".into()];
         assert_eq!(plan(&o).unwrap(), ["ir_autolabels", "teacher", "distilled"]);
+        o.only = vec!["rgb_teacher_labels".into()];
+        assert_eq!(
+            plan(&o).unwrap(),
+            ["ir_autolabels", "teacher", "rgb_teacher_labels"]
+        );
         o.only = vec!["bundled".into()];
         assert_eq!(plan(&o).unwrap(), ["bundled"]);
         o.only = vec!["nope".into()];
