@@ -228,6 +228,23 @@ fn real_experiment_scores_arms_and_resumes() {
     let again = run();
     ok(&again);
     assert!(String::from_utf8_lossy(&again.stderr).contains("done earlier"));
+    // a run of one arm still reports every finished arm
+    ok(&trainer(&[
+        "experiment",
+        "--preset",
+        "real",
+        "--pool",
+        pool.to_str().unwrap(),
+        "--eval",
+        eval.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--arms",
+        "ir_autolabels",
+    ]));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert!(results["arms"]["bundled"]["ap50"].is_number(), "{results}");
 
     let err = trainer(&[
         "experiment",

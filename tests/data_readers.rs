@@ -364,7 +364,12 @@ fn label_line_error(bad: &str) -> String {
 fn yolo_label_line_with_wrong_field_count() {
     let err = label_line_error("0 0.5 0.5 0.1");
     assert!(err.contains("expected 5 fields"), "{err}");
-    label_line_error("0 0.5 0.5 0.1 0.1 0.9");
+    // a sixth field is a score (ultralytics' save_conf, trainer autolabel);
+    // a seventh is an error
+    let err = label_line_error("0 0.5 0.5 0.1 0.1 0.9 3");
+    assert!(err.contains("found 7"), "{err}");
+    let err = label_line_error("0 0.5 0.5 0.1 0.1 high");
+    assert!(err.contains("score 'high'"), "{err}");
 }
 
 #[test]

@@ -36,10 +36,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// What `trainer pseudo-label` is asked to do.
 /// The summary written beside the labels.
 pub const SUMMARY_FILE: &str = "pseudo_label.json";
 
+/// What `trainer pseudo-label` is asked to do.
 #[derive(Debug, Clone)]
 pub struct PseudoLabelOptions {
     /// The teacher checkpoint (`trainer train --model teacher-*`).

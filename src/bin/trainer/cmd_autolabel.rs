@@ -39,6 +39,12 @@ pub struct Args {
     /// the threshold is chosen on (best F1).
     #[arg(long, default_value = "synth")]
     pub val_data: String,
+    /// With --method teacher: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// With --method teacher: pairs per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
     /// With --method ir: human-labelled pairs (a dataset folder) to score
     /// the labeller on; written to OUT/autolabel.json.
     #[arg(long)]
@@ -48,7 +54,10 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     match a.method {
         Method::Ir => {
-            ensure!(a.teacher.is_none(), "--teacher is for --method teacher");
+            ensure!(
+                a.teacher.is_none() && a.val_data == "synth" && a.device == "cpu",
+                "--teacher, --val-data and --device are for --method teacher"
+            );
             let summary = autolabel_ir(&AutolabelOptions {
                 data: a.data,
                 out: a.out.clone(),
@@ -95,9 +104,9 @@ pub fn run(a: Args) -> Result<()> {
                 conf: a.conf,
                 val_data: a.val_data,
                 synth_val: 200,
-                batch: 16,
+                batch: a.batch,
                 workers: 2,
-                device: "cpu".into(),
+                device: a.device,
             })?;
             println!("{}", serde_json::to_string(&summary)?);
         }

@@ -114,6 +114,8 @@ fn without_unannotated_folders(
             );
         }
     }
+    // name order, as list_pairs returns them
+    kept.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     ensure!(
         !kept.is_empty(),
         "{}: no image has an annotation in {ANNOTATIONS_DIR}/; these are unlabeled pairs \

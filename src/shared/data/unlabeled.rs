@@ -71,6 +71,18 @@ impl UnlabeledPairs {
             "{}: no RGB+IR image pairs found",
             dir.display()
         );
+        // names key everything written from these pairs (labels, copies)
+        let mut seen = std::collections::BTreeMap::new();
+        for p in &pairs {
+            if let Some(other) = seen.insert(p.name.as_str(), &p.rgb) {
+                bail!(
+                    "two pairs are named '{}' ({} and {}); names must be unique",
+                    p.name,
+                    other.display(),
+                    p.rgb.display()
+                );
+            }
+        }
         Ok(Self {
             root: dir.to_path_buf(),
             pairs,

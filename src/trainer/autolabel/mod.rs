@@ -9,7 +9,8 @@
 //!   └ RGB, IR files copied unchanged      ─ images/rgb/NAME.ext, images/ir/NAME.ext
 //! ```
 //!
-//! Every 10th pair goes to the validation split (`meta.json`). With
+//! Every 10th pair goes to the validation split (`meta.json`; the last one
+//! of a set under ten). With
 //! `--eval DIR` (human-labelled pairs) the same labeller is scored there:
 //! COCO AP50 and precision/recall at the threshold, so the labels' quality is
 //! a number, not a hope. `--method teacher` is `trainer pseudo-label`.
@@ -59,6 +60,8 @@ pub struct AutolabelSummary {
     /// Boxes found but below the threshold (not written).
     pub dropped: usize,
     pub threshold: f32,
+    /// Time to label and write every pair (scoring against --eval excluded).
+    pub wall_s: f64,
     pub eval: Option<LabelQuality>,
 }
 
@@ -96,6 +99,7 @@ pub fn autolabel_ir(o: &AutolabelOptions) -> Result<AutolabelSummary> {
         let p = o.out.join(d);
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
     }
+    let started = std::time::Instant::now();
     let params = ThermalPeopleParams::default();
     let counts: Vec<(usize, usize)> = (0..pairs.len())
         .into_par_iter()
@@ -106,11 +110,7 @@ pub fn autolabel_ir(o: &AutolabelOptions) -> Result<AutolabelSummary> {
         ..DatasetMeta::default()
     };
     for i in 0..pairs.len() {
-        let split = if i % 10 == 9 {
-            Split::Val
-        } else {
-            Split::Train
-        };
+        let split = validation_split_of(i, pairs.len());
         meta.images.insert(
             pairs.name(i).to_owned(),
             ImageMeta {
@@ -126,12 +126,23 @@ pub fn autolabel_ir(o: &AutolabelOptions) -> Result<AutolabelSummary> {
         kept: counts.iter().map(|c| c.0).sum(),
         dropped: counts.iter().map(|c| c.1).sum(),
         threshold: o.conf,
+        wall_s: started.elapsed().as_secs_f64(),
         eval,
     };
     let path = o.out.join(SUMMARY_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(summary)
+}
+
+/// Every 10th pair is a validation pair, and the last one of a set under
+/// ten, so that any labelled folder can be trained on.
+fn validation_split_of(index: usize, n: usize) -> Split {
+    if index % 10 == 9 || (n < 10 && index + 1 == n) {
+        Split::Val
+    } else {
+        Split::Train
+    }
 }
 
 /// Copies pair `i`'s files into `out` and writes its labels; returns the

@@ -56,8 +56,13 @@ pub fn detect_people(ir: &GrayImage, p: &ThermalPeopleParams) -> Vec<Detection> 
     if ir.width() < 8 || ir.height() < 8 {
         return Vec::new();
     }
-    let scale = WORK_HEIGHT_PX as f32 / ir.height() as f32;
-    let work_w = ((ir.width() as f32 * scale).round() as u32).max(8);
+    let work_w =
+        ((ir.width() as f32 * WORK_HEIGHT_PX as f32 / ir.height() as f32).round() as u32).max(8);
+    // working-frame pixels per input pixel, per axis (the width is rounded)
+    let (sx, sy) = (
+        work_w as f32 / ir.width() as f32,
+        WORK_HEIGHT_PX as f32 / ir.height() as f32,
+    );
     let small = imageops::resize(ir, work_w, WORK_HEIGHT_PX, FilterType::Triangle);
     let map = WarmthMap::new(&small, p);
     let hot = close_gaps(&open_vertical(&map.hot, map.w, map.h), map.w, map.h);
@@ -69,10 +74,10 @@ pub fn detect_people(ir: &GrayImage, p: &ThermalPeopleParams) -> Vec<Detection> 
                     class_id: 0,
                     score: d.score,
                     bbox: BBox::new(
-                        d.bbox.x1 / scale,
-                        d.bbox.y1 / scale,
-                        d.bbox.x2 / scale,
-                        d.bbox.y2 / scale,
+                        d.bbox.x1 / sx,
+                        d.bbox.y1 / sy,
+                        d.bbox.x2 / sx,
+                        d.bbox.y2 / sy,
                     ),
                 });
             }

@@ -10,7 +10,8 @@
 //! - an ONNX export, ours or ultralytics' (BatchNorm folded into each
 //!   convolution's weight and bias; each BatchNorm is rebuilt around it:
 //!   running statistics from the first batches, scale and shift chosen so
-//!   that the model's outputs are the export's, in eval and train mode).
+//!   that the model's outputs are exactly the export's in eval mode, and
+//!   close to them in train mode).
 //!
 //! Every tensor whose name and shape match is loaded; the rest (e.g. the
 //! class branch's last convolution when the class count differs, which
@@ -48,10 +49,11 @@ pub struct InitReport {
 }
 
 impl InitReport {
-    /// Whether the file's BatchNorm statistics were loaded (not folded), so
-    /// the model needs no statistics from data.
+    /// Whether every BatchNorm's statistics came from the file (none folded,
+    /// none kept fresh, e.g. a teacher's fusion blocks from a student file),
+    /// so the model needs no statistics from data.
     pub fn has_batchnorm_stats(&self) -> bool {
-        self.folded.is_empty()
+        self.folded.is_empty() && !self.kept.iter().any(|k| k.contains(".running_"))
     }
 }
 
@@ -59,9 +61,11 @@ impl InitReport {
 /// measured on data): weight √(σ² + eps) and bias b + μ, so that
 /// `BN(Wx) = Wx + b` with the running statistics (eval mode: exactly the
 /// export) and with batch statistics equal to them (train mode). Statistics
-/// measured in train mode are those of a model that is not yet the export,
-/// so the caller alternates measuring and rebasing a few times
-/// ([`FOLDED_PASSES`]); eval-mode outputs are the export's after any pass.
+/// measured in train mode are those of a model that is not yet the export
+/// (each pass makes deeper layers' statistics closer, not exact), so the
+/// caller alternates measuring and rebasing a few times ([`FOLDED_PASSES`]);
+/// eval-mode outputs are the export's after any pass, train mode only
+/// approximately.
 pub fn rebase_folded_batchnorm(varmap: &VarMap, folded: &[(String, Tensor)]) -> Result<()> {
     let vars: HashMap<String, candle_core::Var> = named_vars(varmap).into_iter().collect();
     let get = |name: String| {
@@ -113,14 +117,17 @@ pub fn init_from_file(varmap: &VarMap, path: &Path) -> Result<InitReport> {
                     )),
                 }
             }
-            Found::Folded(key, value) => {
+            Found::Folded(key, bias, value) if bias.dims() == var.dims() => {
                 let value = Tensor::full(value, var.dims(), &Device::Cpu)?;
                 var.set(&value.to_dtype(var.dtype())?.to_device(var.device())?)?;
-                if let Some(key) = key {
-                    used.insert(key);
-                }
+                used.insert(key);
                 report.loaded += 1;
             }
+            Found::Folded(_, bias, _) => report.kept.push(format!(
+                "{name}: folded bias of shape {:?}, {:?} in the model",
+                bias.dims(),
+                var.dims()
+            )),
             Found::FoldedBias(key, t) if t.dims() == var.dims() => {
                 var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
                 used.insert(key);
@@ -149,6 +156,26 @@ pub fn init_from_file(varmap: &VarMap, path: &Path) -> Result<InitReport> {
         "--init {}: none of its {} tensors fits this model (another architecture or scale?)",
         path.display(),
         file.tensors.len()
+    );
+    // a file of another scale matches a few small layers by chance; a
+    // pretrained start means most convolutions come from the file
+    let convs: Vec<String> = named_vars(varmap)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with("conv.weight"))
+        .collect();
+    let kept_convs = convs
+        .iter()
+        .filter(|n| report.kept.iter().any(|k| k.starts_with(&format!("{n}:"))))
+        .count();
+    ensure!(
+        kept_convs * 2 <= convs.len(),
+        "--init {}: only {} of the model's {} convolutions fit (another scale or \
+         architecture?); first misfit: {}",
+        path.display(),
+        convs.len() - kept_convs,
+        convs.len(),
+        report.kept.first().map_or("", String::as_str)
     );
     tracing::info!(
         "initialised from {}: {} tensors loaded, {} kept as initialised, {} of the file unused",
@@ -258,8 +285,8 @@ enum Found {
     /// The file's tensor of that name (after the teacher's stream mapping).
     Tensor(String, Tensor),
     /// A folded BatchNorm's constant (weight 1, mean 0, var 1 − eps), with
-    /// the conv bias's key when one was found.
-    Folded(Option<String>, f64),
+    /// the convolution's bias (its shape must be the BatchNorm's).
+    Folded(String, Tensor, f64),
     /// A folded BatchNorm's bias: the convolution's bias.
     FoldedBias(String, Tensor),
     Missing,
@@ -293,16 +320,16 @@ fn find(file: &WeightsFile, name: &str) -> Found {
         };
         return match stat {
             "bias" => Found::FoldedBias(bias_key, bias.clone()),
-            "weight" => Found::Folded(None, 1.0),
-            "running_mean" => Found::Folded(None, 0.0),
-            "running_var" => Found::Folded(Some(bias_key), 1.0 - BN_EPS),
+            "weight" => Found::Folded(bias_key, bias.clone(), 1.0),
+            "running_mean" => Found::Folded(bias_key, bias.clone(), 0.0),
+            "running_var" => Found::Folded(bias_key, bias.clone(), 1.0 - BN_EPS),
             _ => Found::Missing,
         };
     }
     Found::Missing
 }
 
-/// The IR stream's first convolution from an RGB one: `[C, 3, k, k]` averaged
+/// The IR stream's first convolution from an RGB one: `[C, 3, k, k]` summed
 /// over its input channels to `[C, 1, k, k]` (a grey image seen as RGB
 /// gives the same response). `None` for any other shape mismatch.
 fn ir_first_conv(name: &str, t: &Tensor, want: &[usize]) -> Result<Option<Tensor>> {

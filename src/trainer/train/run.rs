@@ -124,13 +124,13 @@ impl Trainer {
             // weights get theirs from the first batches
             match &init {
                 Some(r) if r.has_batchnorm_stats() => {}
-                Some(r) => {
+                Some(r) if !r.folded.is_empty() => {
                     for _ in 0..FOLDED_PASSES {
                         warm_start_from_data(&model, &varmap, &data, &opts, &device)?;
                         rebase_folded_batchnorm(&varmap, &r.folded)?;
                     }
                 }
-                None => warm_start_from_data(&model, &varmap, &data, &opts, &device)?,
+                _ => warm_start_from_data(&model, &varmap, &data, &opts, &device)?,
             }
         }
         let (eval_varmap, eval_model) = new_detector(&cfg, &device)?;

@@ -298,7 +298,7 @@ fn arm_distill_options(budget: &Budget, a: &Arm, seed: u64, out: &Path) -> Optio
 /// Removes what a run killed before it committed its first epoch (no
 /// last.safetensors yet) left in `dir`, so that the fresh run does not
 /// refuse the folder.
-fn remove_stale_outputs(dir: &Path) -> Result<()> {
+pub(super) fn remove_stale_outputs(dir: &Path) -> Result<()> {
     for f in ["best.safetensors", "results.csv"] {
         let p = dir.join(f);
         if p.exists() {

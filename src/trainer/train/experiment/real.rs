@@ -142,9 +142,26 @@ pub fn run_real_experiment(o: &RealOptions) -> Result<Value> {
             r.ap50, r.ap, r.wall_s
         );
         results.insert(arm.clone(), r);
-        write_results(o, &results)?;
+        write_results(o, &finished_arms(o, &results))?;
     }
-    write_results(o, &results)
+    write_results(o, &finished_arms(o, &results))
+}
+
+/// `results` and every other arm an earlier invocation finished in the
+/// folder (a run of some arms reports them all).
+fn finished_arms(
+    o: &RealOptions,
+    results: &BTreeMap<String, RealArmResult>,
+) -> BTreeMap<String, RealArmResult> {
+    let mut all = results.clone();
+    for arm in REAL_ARMS {
+        if !all.contains_key(arm) {
+            if let Some(r) = read_result(&o.out.join(arm).join("eval.json")) {
+                all.insert(arm.to_owned(), r);
+            }
+        }
+    }
+    all
 }
 
 /// The arms to run: `--arms` (with the teacher `distilled` needs and the
@@ -173,11 +190,31 @@ fn plan(o: &RealOptions) -> Result<Vec<String>> {
                 || (a == "ir_autolabels" && o.only.iter().any(|x| x != "bundled"))
         }
     };
-    Ok(REAL_ARMS
+    let plan: Vec<String> = REAL_ARMS
         .iter()
         .filter(|a| wanted(a))
         .map(|a| a.to_string())
-        .collect())
+        .collect();
+    // refused before hours of training, not after
+    if plan.iter().any(|a| a == "synthetic_init") {
+        ensure!(
+            o.synthetic_init.is_some(),
+            "arm synthetic_init needs --synthetic-init CHECKPOINT"
+        );
+    }
+    if plan.iter().any(|a| a == "bundled") {
+        ensure!(
+            o.bundled.is_some(),
+            "arm bundled needs --bundled MODEL.onnx"
+        );
+    }
+    Ok(plan)
+}
+
+/// The labelling time an earlier autolabel recorded in `autolabel.json`.
+fn read_autolabel_wall_s(labels: &Path) -> Option<f64> {
+    let v: Value = serde_json::from_slice(&std::fs::read(labels.join(SUMMARY_FILE)).ok()?).ok()?;
+    v["wall_s"].as_f64()
 }
 
 fn read_result(path: &Path) -> Option<RealArmResult> {
@@ -194,15 +231,17 @@ fn run_arm(o: &RealOptions, arm: &str) -> Result<RealArmResult> {
                 std::fs::remove_dir_all(&labels)
                     .with_context(|| format!("cannot remove {}", labels.display()))?;
             }
-            if !labels.exists() {
+            let wall_s = if labels.exists() {
+                read_autolabel_wall_s(&labels).unwrap_or(0.0)
+            } else {
                 autolabel_ir(&AutolabelOptions {
                     data: o.pool.clone(),
                     out: labels.clone(),
                     conf: DEFAULT_IR_CONF,
                     eval: None,
-                })?;
-            }
-            let wall_s = started.elapsed().as_secs_f64();
+                })?
+                .wall_s
+            };
             let q = crate::trainer::autolabel::measure(&o.eval, DEFAULT_IR_CONF)?;
             return Ok(RealArmResult {
                 arm: arm.into(),
@@ -246,6 +285,10 @@ fn run_arm(o: &RealOptions, arm: &str) -> Result<RealArmResult> {
             command += &describe(&opts);
             let dir = opts.out.clone();
             let resume = dir.join("last.safetensors").exists();
+            if !resume && dir.exists() {
+                // killed before its first checkpoint: start it afresh
+                super::remove_stale_outputs(&dir)?;
+            }
             let rows = train(opts, &o.device, resume)?;
             let ckpt = dir.join("last.safetensors");
             // every epoch's time, whichever invocation trained it
@@ -404,15 +447,14 @@ fn score_checkpoint(o: &RealOptions, ckpt: &Path) -> Result<EvalReport> {
     let dev = device(&o.device)?;
     let (model, cfg) = load_detector(ckpt, &dev)?;
     let (names, source) = open_all_pairs(&o.eval.display().to_string())?;
-    let images = predict_images(&model, source, cfg.nc, cfg.imgsz, o.batch, o.workers, &dev)?;
-    // the model's class ids are the labels' (one class, person) only when
-    // the names agree
+    // the model's class ids must be the labels' (one class, person)
     ensure!(
-        cfg.names.first() == names.first(),
+        cfg.names == names,
         "the model's classes {:?} differ from the evaluation frames' {:?}",
         cfg.names,
         names
     );
+    let images = predict_images(&model, source, cfg.nc, cfg.imgsz, o.batch, o.workers, &dev)?;
     Ok(evaluate_dataset(&names, &images))
 }
 
@@ -516,7 +558,11 @@ mod tests {
             ["ir_autolabels", "teacher", "rgb_teacher_labels"]
         );
         o.only = vec!["bundled".into()];
+        assert!(format!("{:#}", plan(&o).unwrap_err()).contains("--bundled"));
+        o.bundled = Some("m.onnx".into());
         assert_eq!(plan(&o).unwrap(), ["bundled"]);
+        o.only = vec!["synthetic_init".into()];
+        assert!(format!("{:#}", plan(&o).unwrap_err()).contains("--synthetic-init"));
         o.only = vec!["nope".into()];
         assert!(format!("{:#}", plan(&o).unwrap_err()).contains("unknown arm 'nope'"));
     }
