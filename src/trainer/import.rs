@@ -77,13 +77,7 @@ pub fn import_side_by_side(o: &ImportOptions) -> Result<ImportSummary> {
         "no images to import in {:?} ({skipped} skipped by --skip-prefix)",
         o.sources
     );
-    if let Ok(mut entries) = std::fs::read_dir(&o.out) {
-        ensure!(
-            entries.next().is_none(),
-            "--out {}: exists and is not empty; pairs are imported into a new folder",
-            o.out.display()
-        );
-    }
+    crate::trainer::pseudo_label::ensure_empty_out(&o.out)?;
     for d in [RGB_DIR, IR_DIR] {
         let p = o.out.join(d);
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;

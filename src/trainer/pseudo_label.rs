@@ -158,7 +158,7 @@ pub fn pseudo_label(o: &PseudoLabelOptions) -> Result<PseudoLabelSummary> {
 
 /// Every tenth pair validates (and the last one of a set under ten), so
 /// the dataset trains as it is; the rest train.
-fn split_of(index: usize, n: usize) -> Split {
+pub(crate) fn split_of(index: usize, n: usize) -> Split {
     if index % 10 == 9 || (n < 10 && index + 1 == n) {
         Split::Val
     } else {
@@ -168,12 +168,14 @@ fn split_of(index: usize, n: usize) -> Split {
 
 /// Refuses an `--out` that holds anything: pseudo-labels never overwrite
 /// a user's files.
-fn ensure_empty_out(out: &Path) -> Result<()> {
+/// Refuses an `--out` that exists and holds anything: commands that write
+/// a dataset never write over one (or over anything else).
+pub(crate) fn ensure_empty_out(out: &Path) -> Result<()> {
     match std::fs::read_dir(out) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 bail!(
-                    "--out {}: exists and is not empty; pseudo-labels go to a new folder",
+                    "--out {}: exists and is not empty; the dataset is written to a new folder",
                     out.display()
                 );
             }

@@ -18,14 +18,14 @@
 pub mod thermal;
 
 use crate::shared::bbox::{Detection, Label};
-use crate::shared::condition::Split;
 use crate::shared::data::meta::{DatasetMeta, ImageMeta, META_FILE};
 use crate::shared::data::unlabeled::UnlabeledPairs;
 use crate::shared::data::yolo::{IR_DIR, LABELS_DIR, RGB_DIR};
 use crate::shared::data::Dataset;
 use crate::shared::eval::{evaluate_dataset, EvalImage, Metrics};
 use crate::trainer::distill::pseudo::PseudoLabelQuality;
-use anyhow::{bail, ensure, Context, Result};
+use crate::trainer::pseudo_label::{ensure_empty_out, split_of};
+use anyhow::{ensure, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -110,7 +110,7 @@ pub fn autolabel_ir(o: &AutolabelOptions) -> Result<AutolabelSummary> {
         ..DatasetMeta::default()
     };
     for i in 0..pairs.len() {
-        let split = validation_split_of(i, pairs.len());
+        let split = split_of(i, pairs.len());
         meta.images.insert(
             pairs.name(i).to_owned(),
             ImageMeta {
@@ -133,16 +133,6 @@ pub fn autolabel_ir(o: &AutolabelOptions) -> Result<AutolabelSummary> {
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(summary)
-}
-
-/// Every 10th pair is a validation pair, and the last one of a set under
-/// ten, so that any labelled folder can be trained on.
-fn validation_split_of(index: usize, n: usize) -> Split {
-    if index % 10 == 9 || (n < 10 && index + 1 == n) {
-        Split::Val
-    } else {
-        Split::Train
-    }
 }
 
 /// Copies pair `i`'s files into `out` and writes its labels; returns the
@@ -249,20 +239,4 @@ fn persons_only(labels: &[Label], person: usize) -> Vec<Label> {
             bbox: l.bbox,
         })
         .collect()
-}
-
-fn ensure_empty_out(out: &Path) -> Result<()> {
-    match std::fs::read_dir(out) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                bail!(
-                    "--out {}: exists and is not empty; labels go to a new folder",
-                    out.display()
-                );
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("--out {}", out.display())),
-    }
 }
