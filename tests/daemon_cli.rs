@@ -370,7 +370,11 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
     assert!(ok, "{err}");
     assert!(out.contains(": ok"), "{out}");
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
+    // a file named .onnx that is not one
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, "not a model").unwrap();
+    let junk_model = format!("[model]\npath = {:?}\n", junk.to_str().unwrap());
+    let cases: [(&str, &str); 16] = [
         ("[detect]\nconf = 2.0\n", "detect.conf"),
         ("[detect]\nconfidence = 0.5\n", "confidence"),
         ("[source]\nspec = \"rtsp://cam\"\n", "source.spec"),
@@ -384,6 +388,25 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         ("[model]\npath = \"/no/such/model.onnx\"\n", "model.path"),
         ("[snapshots]\njpeg_quality = 0\n", "snapshots.jpeg_quality"),
         ("not toml at all [", "config"),
+        // checked against the model: its labels and its file
+        (
+            "[detect]\nclass_conf = { zebra = 0.5 }\n",
+            "detect.class_conf.zebra",
+        ),
+        (&junk_model, "junk.onnx"),
+        ("[events]\nmin_frames = 0\n", "events.min_frames"),
+        (
+            "[track]\nenabled = false\n[events]\nenabled = true\n",
+            "track.enabled",
+        ),
+        (
+            "[source.synthetic]\npan_px_per_frame = -1\n",
+            "source.synthetic.pan_px_per_frame",
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://h\"\ndiscovery_prefix = \"ha/\"\n",
+            "mqtt.discovery_prefix",
+        ),
     ];
     for (text, field) in cases {
         let path = dir.path().join("bad.toml");

@@ -193,6 +193,26 @@ fn demo_writes_detections_snapshots_and_summary() {
     }
     assert!(stdout.contains("fps") && stdout.contains("p95"), "{stdout}");
 
+    // events.jsonl: every track announced is ended (the last at the
+    // demo's end), counted on the console
+    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+    assert!(count("new") > 0, "the seeded model's tracks: {text}");
+    assert_eq!(count("new"), count("end"), "{text}");
+    assert!(
+        stdout.contains(&format!(
+            "new {}, update {}, end {}",
+            count("new"),
+            count("update"),
+            count("end")
+        )),
+        "{stdout}"
+    );
+
     // A rerun replaces the demo's outputs and leaves other files alone.
     std::fs::write(out.join("snapshots/keep.txt"), b"mine").unwrap();
     let (code, _, stderr) = demo(&out, 12);

@@ -181,6 +181,33 @@ impl Subscriber {
         }
     }
 
+    /// Messages whose topic starts with `prefix` (`+` matches one level)
+    /// received so far.
+    fn received_on_prefix(&mut self, prefix: &str) -> Vec<Message> {
+        while let Ok(m) = self.rx.try_recv() {
+            self.seen.push(m);
+        }
+        let matches = |topic: &str| {
+            let (mut t, mut p) = (topic.split('/'), prefix.split('/').peekable());
+            while let Some(level) = p.next() {
+                if p.peek().is_none() {
+                    // the last (partial) level is a string prefix
+                    return t.next().is_some_and(|l| l.starts_with(level));
+                }
+                match t.next() {
+                    Some(l) if level == "+" || l == level => {}
+                    _ => return false,
+                }
+            }
+            true
+        };
+        self.seen
+            .iter()
+            .filter(|m| matches(&m.topic))
+            .cloned()
+            .collect()
+    }
+
     /// Messages on `topic` received so far (after draining what arrived).
     fn received_on(&mut self, topic: &str) -> Vec<String> {
         while let Ok(m) = self.rx.try_recv() {
@@ -674,4 +701,377 @@ fn daemon_runs_with_the_broker_down() {
         stderr.contains("cannot connect to the MQTT broker"),
         "{stderr}"
     );
+}
+
+/// The fields Home Assistant documents for each MQTT discovery component
+/// we use (home-assistant.io/integrations/{sensor,binary_sensor,event}.mqtt
+/// and the MQTT discovery page's `device` and `origin` maps): a config
+/// with any other key is refused or ignored by Home Assistant.
+fn documented_fields(component: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    const COMMON: [&str; 10] = [
+        "name",
+        "unique_id",
+        "availability_topic",
+        "payload_available",
+        "payload_not_available",
+        "device",
+        "origin",
+        "icon",
+        "entity_category",
+        "value_template",
+    ];
+    let (extra, required): (&[&str], &[&str]) = match component {
+        "sensor" => (
+            &[
+                "state_topic",
+                "state_class",
+                "unit_of_measurement",
+                "device_class",
+            ],
+            &["state_topic"],
+        ),
+        "binary_sensor" => (
+            &["state_topic", "device_class", "payload_on", "payload_off"],
+            &["state_topic"],
+        ),
+        "event" => (
+            &["state_topic", "event_types", "device_class"],
+            &["state_topic", "event_types"],
+        ),
+        other => panic!("unexpected discovery component {other}"),
+    };
+    let all: Vec<&'static str> = COMMON.iter().chain(extra).copied().collect();
+    (Box::leak(all.into_boxed_slice()), required)
+}
+
+/// Checks one discovery config against Home Assistant's schema fields;
+/// returns its component and state topic.
+fn check_discovery_config(topic: &str, payload: &str) -> (String, String) {
+    let levels: Vec<&str> = topic.split('/').collect();
+    assert_eq!(levels.len(), 5, "{topic}");
+    assert_eq!(
+        (levels[0], levels[2], levels[4]),
+        ("homeassistant", "irdistill_yard", "config")
+    );
+    let id_ok = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    };
+    assert!(id_ok(levels[2]) && id_ok(levels[3]), "{topic}");
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+    let (allowed, required) = documented_fields(levels[1]);
+    for key in v.as_object().unwrap().keys() {
+        assert!(
+            allowed.contains(&key.as_str()),
+            "{topic}: undocumented field {key}"
+        );
+    }
+    for key in required {
+        assert!(v.get(*key).is_some(), "{topic}: no {key}");
+    }
+    let device = &v["device"];
+    assert_eq!(device["identifiers"][0], "irdistill_yard", "{topic}");
+    for key in device.as_object().unwrap().keys() {
+        let documented = [
+            "identifiers",
+            "name",
+            "manufacturer",
+            "model",
+            "sw_version",
+            "hw_version",
+            "connections",
+            "configuration_url",
+            "suggested_area",
+            "via_device",
+        ];
+        assert!(documented.contains(&key.as_str()), "{topic}: device.{key}");
+    }
+    assert!(v["unique_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("irdistill_yard_")));
+    (
+        levels[1].to_string(),
+        v["state_topic"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Milliseconds of an RFC 3339 UTC time's day (the test runs for seconds).
+fn ms_of_day(t: &str) -> i64 {
+    let time = &t[11..23]; // HH:MM:SS.mmm
+    let n = |a: usize, b: usize| time[a..b].parse::<i64>().unwrap();
+    ((n(0, 2) * 60 + n(3, 5)) * 60 + n(6, 8)) * 1000 + n(9, 12)
+}
+
+/// A daemon config for camera `yard` on the synthetic camera, panning so
+/// that objects move from a left zone into a right one.
+#[cfg(feature = "trainer")]
+fn events_config(dir: &Path, port: u16, model: &Path, frames: u64) -> PathBuf {
+    let path = dir.join("yard.toml");
+    let text = format!(
+        r#"[camera]
+name = "yard"
+[source]
+spec = "synthetic"
+width_px = 320
+height_px = 240
+fps = 15
+[source.synthetic]
+seed = 3
+conditions = ["day"]
+hold_frames = 1000
+pan_px_per_frame = 2.0
+[model]
+path = {model:?}
+threads = 1
+[[zones]]
+name = "left"
+mode = "include"
+points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]
+[[zones]]
+name = "right"
+mode = "include"
+points = [[0.5, 0], [1, 0], [1, 1], [0.5, 1]]
+[output]
+jsonl = {jsonl:?}
+[pipeline]
+max_frames = {frames}
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+keep_alive_s = 5
+"#,
+        model = model.to_str().unwrap(),
+        jsonl = dir.join("out.jsonl").to_str().unwrap(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Home Assistant discovery (each config checked against the documented
+/// fields) and object events: `new` → `update`s → `end` per track, at most
+/// one update a second, the same events in the JSON lines output.
+#[cfg(feature = "trainer")]
+#[test]
+fn daemon_announces_to_home_assistant_and_publishes_object_events() {
+    let Some(exe) = mosquitto() else { return };
+    let broker = Broker::start(&exe, free_port());
+    let mut events_sub = Subscriber::connect(broker.port, "irdistill/yard/events");
+    let dir = tempfile::tempdir().unwrap();
+    let config = events_config(dir.path(), broker.port, daemon_common::model(), 90);
+    let (ok, _, stderr) = daemon_common::run(&["run", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+
+    // discovery: retained, one sensor and one binary_sensor per label,
+    // the event entity and the status entity
+    let mut late = Subscriber::connect(broker.port, "homeassistant/#");
+    let n_configs = 2 * daemon_common::NAMES.len() + 2;
+    wait_until("every discovery config arrived", || {
+        late.received_on_prefix("homeassistant/").len() >= n_configs
+    });
+    let configs = late.received_on_prefix("homeassistant/");
+    assert_eq!(configs.len(), n_configs, "{configs:#?}");
+    let mut components = Vec::new();
+    for m in &configs {
+        assert!(m.retain, "{} is not retained", m.topic);
+        let (component, state_topic) = check_discovery_config(&m.topic, &m.payload);
+        components.push(component.clone());
+        let label_topic = daemon_common::NAMES
+            .iter()
+            .any(|l| state_topic == format!("irdistill/yard/{l}"));
+        match component.as_str() {
+            "event" => assert_eq!(state_topic, "irdistill/yard/events"),
+            _ if m.topic.ends_with("/status/config") => {
+                assert_eq!(state_topic, "irdistill/available")
+            }
+            _ => assert!(label_topic, "{}: {state_topic}", m.topic),
+        }
+    }
+    components.sort();
+    let mut expected = vec!["binary_sensor"; daemon_common::NAMES.len() + 1];
+    expected.extend(vec!["event"]);
+    expected.extend(vec!["sensor"; daemon_common::NAMES.len()]);
+    assert_eq!(components, expected);
+
+    // events: every one is in the JSON lines output (after its frame's
+    // line); MQTT has them too, less any from before it connected
+    let published: Vec<serde_json::Value> = events_sub
+        .received_on("irdistill/yard/events")
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("type").is_some()).collect();
+    assert_eq!(lines.len() - events.len(), 90, "frame lines");
+    assert!(!published.is_empty(), "no events on MQTT:\n{stderr}");
+    for e in &published {
+        assert!(events.contains(&e), "{e} not in the JSON lines");
+    }
+    let mut tracks: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
+    for e in &events {
+        tracks
+            .entry(e["track_id"].as_u64().unwrap())
+            .or_default()
+            .push(e);
+    }
+    let mut walked = 0;
+    for (id, events) in &tracks {
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds[0], "new", "track {id}: {kinds:?}");
+        assert_eq!(*kinds.last().unwrap(), "end", "track {id}: {kinds:?}");
+        assert!(
+            kinds[1..kinds.len() - 1].iter().all(|k| *k == "update"),
+            "track {id}: {kinds:?}"
+        );
+        let end = events.last().unwrap();
+        assert_eq!(end["end_time"], end["last_seen"], "{end}");
+        // at most one event per second per track before its end
+        let times: Vec<i64> = events[..events.len() - 1]
+            .iter()
+            .map(|e| ms_of_day(e["last_seen"].as_str().unwrap()))
+            .collect();
+        for w in times.windows(2) {
+            assert!(
+                w[1] - w[0] >= 1000,
+                "track {id}: events {} ms apart",
+                w[1] - w[0]
+            );
+        }
+        if kinds.len() >= 3 {
+            walked += 1;
+        }
+    }
+    assert!(walked >= 1, "no track got new → update → end: {tracks:#?}");
+    // moving right, something entered the right zone
+    assert!(
+        events.iter().any(|e| e["entered_zones"]
+            .as_array()
+            .is_some_and(|z| z.iter().any(|n| n == "right"))),
+        "{events:#?}"
+    );
+}
+
+/// A retained config of a label the model does not have (an earlier
+/// model's) is cleared when the daemon connects; `mqtt-forget` then
+/// clears everything the camera left retained.
+#[cfg(feature = "trainer")]
+#[test]
+fn stale_discovery_is_cleared_and_mqtt_forget_clears_a_camera() {
+    let Some(exe) = mosquitto() else { return };
+    let broker = Broker::start(&exe, free_port());
+    let stale = "homeassistant/sensor/irdistill_yard/zebra_count/config";
+    let other = "homeassistant/sensor/irdistill_door/person_count/config";
+    {
+        let mut options = MqttOptions::new("test-stale", "127.0.0.1", broker.port);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(options, 10);
+        for t in [stale, other] {
+            client
+                .publish(t, QoS::AtLeastOnce, true, "{\"name\":\"old\"}")
+                .unwrap();
+        }
+        let mut acks = 0;
+        for event in connection.iter() {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = event {
+                acks += 1;
+                if acks == 2 {
+                    break;
+                }
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = events_config(dir.path(), broker.port, daemon_common::model(), 30);
+    let (ok, _, stderr) = daemon_common::run(&["run", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let mut late = Subscriber::connect(broker.port, "homeassistant/#");
+    late.expect(other, "{\"name\":\"old\"}");
+    let n = 2 * daemon_common::NAMES.len() + 2;
+    wait_until("the daemon's configs", || {
+        late.received_on_prefix("homeassistant/sensor/irdistill_yard/")
+            .len()
+            >= daemon_common::NAMES.len()
+    });
+    let yard = late.received_on_prefix("homeassistant/+/irdistill_yard/");
+    assert!(
+        yard.iter().all(|m| m.topic != stale),
+        "stale config kept: {yard:#?}"
+    );
+    assert!(stderr.contains("no longer announces"), "{stderr}");
+
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let (ok, out, err) = daemon_common::run(&["mqtt-forget", "--camera", "yard", "--mqtt", &url]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "{} retained message(s) cleared",
+            n + daemon_common::NAMES.len()
+        )),
+        "{out}"
+    );
+    let mut after = Subscriber::connect(broker.port, "#");
+    after.expect(other, "{\"name\":\"old\"}");
+    std::thread::sleep(Duration::from_millis(300));
+    let left: Vec<Message> = after
+        .received_on_prefix("")
+        .into_iter()
+        .filter(|m| m.topic.contains("yard"))
+        .collect();
+    assert!(left.is_empty(), "left retained: {left:#?}");
+}
+
+/// Two cameras at once (two daemons, as the `irdistill@.service` template
+/// runs them), each with its own topic prefix: two Home Assistant devices,
+/// and each daemon's availability is its own.
+#[cfg(feature = "trainer")]
+#[test]
+fn two_cameras_are_two_devices_with_their_own_availability() {
+    let Some(exe) = mosquitto() else { return };
+    let broker = Broker::start(&exe, free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let model = daemon_common::model().to_str().unwrap();
+    let config = |camera: &str, frames: u64| {
+        let path = dir.path().join(format!("{camera}.toml"));
+        let text = format!(
+            "[camera]\nname = \"{camera}\"\n[source]\nfps = 15\nwidth_px = 320\nheight_px = 240\n\
+             [model]\npath = {model:?}\nthreads = 1\n[pipeline]\nmax_frames = {frames}\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\ntopic_prefix = \"irdistill/{camera}\"\n",
+            broker.port
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (yard, door) = (config("yard", 15), config("door", 120));
+    let mut sub = Subscriber::connect(broker.port, "irdistill/#");
+    let mut door_child = daemon_common::irdistill()
+        .args(["run", "--config", door.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (ok, _, stderr) = daemon_common::run(&["run", "--config", yard.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // yard has finished (offline) while door still runs (online)
+    sub.expect("irdistill/yard/available", "offline");
+    let door_state = sub.received_on("irdistill/door/available");
+    assert_eq!(
+        door_state.last().map(String::as_str),
+        Some("online"),
+        "{door_state:?}"
+    );
+    assert!(door_child.wait().unwrap().success());
+    sub.expect("irdistill/door/available", "offline");
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/#");
+    for camera in ["yard", "door"] {
+        let topic = format!("homeassistant/binary_sensor/irdistill_{camera}/status/config");
+        wait_until(&topic, || !ha.received_on(&topic).is_empty());
+        let config: serde_json::Value = serde_json::from_str(&ha.received_on(&topic)[0]).unwrap();
+        assert_eq!(
+            config["state_topic"],
+            format!("irdistill/{camera}/available")
+        );
+        assert_eq!(config["device"]["name"], format!("irdistill {camera}"));
+    }
 }

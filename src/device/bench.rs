@@ -243,12 +243,15 @@ fn no_outputs() -> Outputs {
     Outputs {
         camera: "bench".into(),
         jsonl: None,
+        events_jsonl: None,
         #[cfg(feature = "mqtt")]
         mqtt: None,
         snapshots: None,
         snapshot_quality: 85,
+        zones: Vec::new(),
         http: None,
         observer: None,
+        events: None,
     }
 }
 

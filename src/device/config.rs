@@ -10,6 +10,7 @@ use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
 use crate::device::capture::source::{parse_pixel_format, SourceConfig, SyntheticConfig};
+use crate::device::events::EventsConfig;
 use crate::device::postprocess::{Zone, ZoneMode};
 use crate::device::track::TrackerConfig;
 use crate::shared::condition::Condition;
@@ -32,6 +33,8 @@ pub struct Config {
     /// Polygon zones (include/exclude), in fractions of the frame.
     pub zones: Vec<ZoneConfig>,
     pub track: TrackConfig,
+    /// Object events (`new` / `update` / `end`) from the tracks.
+    pub events: EventsConfig,
     pub output: OutputConfig,
     pub snapshots: SnapshotConfig,
     pub http: HttpConfig,
@@ -169,8 +172,12 @@ impl TrackConfig {
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// JSON lines: a file (appended) or `-` for stdout.
+    /// JSON lines: a file (appended) or `-` for stdout. One line per
+    /// frame, and one per object event (those have a `type`) unless
+    /// `events_jsonl` sends them elsewhere.
     pub jsonl: Option<String>,
+    /// Object events as JSON lines to their own file (or `-`) instead.
+    pub events_jsonl: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -199,11 +206,88 @@ impl Default for SnapshotConfig {
     }
 }
 
-#[derive(Deserialize, Debug, Clone, Default)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `ADDR:PORT` (or a bare port, meaning loopback); none = no server.
     pub listen: Option<String>,
+    /// A bearer token every endpoint but `/healthz` requires.
+    pub token: Option<String>,
+    /// The token from a file (first line), e.g. a systemd credential.
+    pub token_file: Option<PathBuf>,
+    /// A connection idle or sending this slowly is dropped.
+    pub read_timeout_ms: u64,
+    /// A client that reads nothing for this long is dropped.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            token_file: None,
+            read_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+// The token stays out of logs.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("read_timeout_ms", &self.read_timeout_ms)
+            .field("write_timeout_ms", &self.write_timeout_ms)
+            .finish()
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<()> {
+        if let Some(l) = &self.listen {
+            parse_listen(l).context("http.listen")?;
+        }
+        ensure!(
+            !(self.token.is_some() && self.token_file.is_some()),
+            "http.token and http.token_file: give one"
+        );
+        if let Some(t) = &self.token {
+            ensure!(
+                t.len() >= 16 && t.chars().all(|c| c.is_ascii_graphic()),
+                "http.token must be at least 16 printable characters without spaces"
+            );
+        }
+        for (field, ms) in [
+            ("http.read_timeout_ms", self.read_timeout_ms),
+            ("http.write_timeout_ms", self.write_timeout_ms),
+        ] {
+            ensure!(
+                (100..=600_000).contains(&ms),
+                "{field} must be 100..=600000, got {ms}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The bearer token (read from `token_file` if that is given).
+    pub fn bearer_token(&self) -> Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("http.token_file {}: cannot read", path.display()))?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            ensure!(
+                token.len() >= 16 && token.chars().all(|c| c.is_ascii_graphic()),
+                "http.token_file {}: the first line must be a token of at least 16 printable characters",
+                path.display()
+            );
+            return Ok(Some(token));
+        }
+        Ok(self.token.clone())
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -264,6 +348,11 @@ fn validate_synthetic(syn: &SyntheticConfig) -> Result<()> {
     ensure!(
         syn.hold_frames >= 1 && syn.scenes_per_condition >= 1,
         "source.synthetic.hold_frames and scenes_per_condition must be at least 1"
+    );
+    ensure!(
+        syn.pan_px_per_frame.is_finite() && (0.0..=64.0).contains(&syn.pan_px_per_frame),
+        "source.synthetic.pan_px_per_frame must be 0..=64, got {}",
+        syn.pan_px_per_frame
     );
     Ok(())
 }
@@ -431,6 +520,7 @@ impl Config {
         self.detect.validate()?;
         validate_zones(&self.zones)?;
         self.track.validate()?;
+        self.events.validate(self.track.enabled)?;
         self.validate_outputs()?;
         self.pipeline.validate()?;
         self.validate_mqtt()
@@ -472,21 +562,32 @@ impl Config {
         if let Some(j) = &self.output.jsonl {
             ensure!(!j.is_empty(), "output.jsonl must be a path or \"-\"");
         }
-        self.snapshots.validate()?;
-        if let Some(l) = &self.http.listen {
-            parse_listen(l).context("http.listen")?;
+        if let Some(j) = &self.output.events_jsonl {
+            ensure!(
+                !j.is_empty() && Some(j) != self.output.jsonl.as_ref(),
+                "output.events_jsonl must be a path or \"-\" other than output.jsonl (leave it out to write events there)"
+            );
         }
+        self.snapshots.validate()?;
+        self.http.validate()?;
+        // a missing token file fails here, not at the first request
+        self.http.bearer_token()?;
         Ok(())
     }
 
-    /// `[mqtt]` is checked when the publisher starts; here only whether
-    /// this build can publish at all.
+    /// `[mqtt]`: whether this build can publish at all, and its fields
+    /// (its TLS files are read when the publisher starts).
     fn validate_mqtt(&self) -> Result<()> {
         #[cfg(not(feature = "mqtt"))]
         ensure!(
             self.mqtt.is_none(),
             "mqtt: this irdistill was built without the mqtt feature"
         );
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &self.mqtt {
+            m.validate()?;
+            crate::device::publish::mqtt::MqttConfig::from_url(&m.url).context("mqtt.url")?;
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 
 use crate::device::capture;
 use crate::device::config::{parse_listen, Config};
+use crate::device::events::EventTracker;
 use crate::device::infer::{Detector, ModelInfo, ModelOptions};
 use crate::device::metrics::Metrics;
 use crate::device::model_path::resolve_model;
@@ -136,8 +137,21 @@ fn start_http(cfg: &Config, metrics: &Arc<Metrics>) -> Result<HttpEndpoints> {
         metrics.clone(),
         Duration::from_millis(cfg.pipeline.stall_ms),
     ));
-    let (bound, handle) = http::serve(addr, state.clone(), stop.clone())?;
-    tracing::info!("http: listening on http://{bound} (/metrics, /healthz, /snapshot.jpg)");
+    let opts = http::HttpOptions {
+        token: cfg.http.bearer_token()?,
+        read_timeout: Duration::from_millis(cfg.http.read_timeout_ms),
+        write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
+        camera: cfg.camera.name.clone(),
+    };
+    let token = if opts.token.is_some() {
+        ", bearer token required but for /healthz"
+    } else {
+        ""
+    };
+    let (bound, handle) = http::serve(addr, state.clone(), stop.clone(), opts)?;
+    tracing::info!(
+        "http: listening on http://{bound} (/metrics, /healthz, /events, /snapshot.jpg{token})"
+    );
     Ok(HttpEndpoints {
         state: Some(state),
         stop,
@@ -154,15 +168,17 @@ fn tally_observer(
 ) -> Result<Observer> {
     let conditions = condition_map(cfg)?;
     // the current scene's boxes, painted again only when the scene changes
-    let mut truth: Option<(u64, Vec<crate::shared::bbox::Label>)> = None;
+    let mut truth: Option<((u64, u32), Vec<crate::shared::bbox::Label>)> = None;
     Ok(Box::new(move |event: &FrameEvent| {
         let condition = conditions
             .as_ref()
             .map(|s| s.condition_of(event.message.frame));
         if let Some(s) = conditions.as_ref() {
-            let scene = s.scene_of(event.message.frame);
-            if truth.as_ref().map(|(i, _)| *i) != Some(scene) {
-                truth = Some((scene, s.labels_of_scene(scene)));
+            // the same boxes while neither scene nor pan changes
+            let f = event.message.frame;
+            let key = (s.scene_of(f), s.pan_offset_px(f));
+            if truth.as_ref().map(|(k, _)| *k) != Some(key) {
+                truth = Some((key, s.labels_of_frame(f)));
             }
         }
         let labels = truth.as_ref().map(|(_, l)| l.as_slice());
@@ -187,6 +203,13 @@ fn open_outputs(cfg: &Config, http: Option<Arc<HttpState>>, observer: Observer) 
             .as_deref()
             .map(JsonlWriter::open)
             .transpose()?,
+        events_jsonl: cfg
+            .output
+            .events_jsonl
+            .as_deref()
+            .map(JsonlWriter::open)
+            .transpose()
+            .context("output.events_jsonl")?,
         #[cfg(feature = "mqtt")]
         mqtt: match &cfg.mqtt {
             Some(m) => {
@@ -211,8 +234,13 @@ fn open_outputs(cfg: &Config, http: Option<Arc<HttpState>>, observer: Observer) 
             })
             .transpose()?,
         snapshot_quality: cfg.snapshots.jpeg_quality,
+        zones: cfg.zones(),
         http,
         observer: Some(observer),
+        events: cfg
+            .events
+            .active(cfg.track.enabled)
+            .then(|| EventTracker::new(cfg.events.clone(), &cfg.camera.name, cfg.zones())),
     })
 }
 

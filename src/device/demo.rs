@@ -41,7 +41,7 @@ pub fn schedule_scenes(cfg: &mut Config, frames: u64, seed: u64) -> Result<()> {
 pub fn clear_outputs(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("--out {}: cannot create", out.display()))?;
-    for name in ["detections.jsonl", "summary.json"] {
+    for name in ["detections.jsonl", "events.jsonl", "summary.json"] {
         let path = out.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}

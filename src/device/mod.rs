@@ -25,6 +25,7 @@ pub mod convert;
 pub mod daemon;
 pub mod demo;
 pub mod detect_files;
+pub mod events;
 pub mod infer;
 pub mod metrics;
 pub mod model_path;

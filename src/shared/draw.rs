@@ -44,6 +44,24 @@ pub fn draw_box(img: &mut RgbImage, bbox: &BBox, colour: Rgb<u8>, thickness: i64
     fill_rect(img, x1 - t, y0, x1, y1, colour);
 }
 
+/// Draws a straight line from `a` to `b` (pixels), `thickness` wide.
+pub fn draw_line(
+    img: &mut RgbImage,
+    a: (f32, f32),
+    b: (f32, f32),
+    colour: Rgb<u8>,
+    thickness: i64,
+) {
+    let t = thickness.max(1);
+    let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as i64;
+    for i in 0..=steps {
+        let f = i as f32 / steps as f32;
+        let (x, y) = (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
+        let (x, y) = (x.round() as i64 - t / 2, y.round() as i64 - t / 2);
+        fill_rect(img, x, y, x + t, y + t, colour);
+    }
+}
+
 /// Width in pixels of `text` drawn at `scale`.
 pub fn text_width(text: &str, scale: u32) -> i64 {
     text.chars().count() as i64 * 8 * scale as i64

@@ -22,7 +22,7 @@ pub struct Args {
     /// The ONNX model (default: the bundled models/student-p.onnx).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Output folder: detections.jsonl, snapshots/, summary.json (those
+    /// Output folder: detections.jsonl, events.jsonl, snapshots/, summary.json (those
     /// files of an earlier demo are replaced; nothing else is touched).
     #[arg(long, default_value = "runs/daemon-demo")]
     pub out: PathBuf,
@@ -89,6 +89,9 @@ fn demo_config(a: &Args) -> Result<Config> {
         summary: None,
     };
     let mut cfg = crate::run::effective_config(&run_args)?;
+    // object events beside the frames, so detections.jsonl stays one
+    // line per frame
+    cfg.output.events_jsonl = Some(a.out.join("events.jsonl").to_string_lossy().into_owned());
     schedule_scenes(&mut cfg, a.frames, a.seed)?;
     Ok(cfg)
 }
@@ -201,14 +204,38 @@ fn summary_text(r: &Report, cfg: &Config, out: &Path) -> String {
     }
     let _ = writeln!(
         s,
-        "\n  wrote {} ({} lines), {} ({} annotated JPEGs), {}",
+        "\n  object events (tracks announced, updated, ended): {}",
+        event_counts(&out.join("events.jsonl"))
+    );
+    let _ = writeln!(
+        s,
+        "\n  wrote {} ({} lines), {}, {} ({} annotated JPEGs), {}",
         out.join("detections.jsonl").display(),
         r.frames,
+        out.join("events.jsonl").display(),
         out.join("snapshots").display(),
         r.snapshots.len(),
         out.join("summary.json").display()
     );
     s
+}
+
+/// `new N, update N, end N` from an events file (what the run wrote).
+fn event_counts(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if let Some(t) = v["type"].as_str() {
+                *counts.entry(t.to_string()).or_default() += 1;
+            }
+        }
+    }
+    ["new", "update", "end"]
+        .iter()
+        .map(|k| format!("{k} {}", counts.get(*k).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The summary's rows: each condition of the synthetic camera, then all.

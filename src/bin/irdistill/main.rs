@@ -10,7 +10,7 @@ mod val;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use irdistill::device::daemon::{StartupError, EXIT_CONFIG};
 use irdistill::device::model_path::resolve_model;
@@ -58,6 +58,23 @@ enum Command {
     },
     /// Measure model, conversion and pipeline throughput, latency and memory.
     Bench(bench::Args),
+    /// Clear what a camera's daemon left retained on the MQTT broker (Home
+    /// Assistant discovery configs, per-label counts): for a camera taken
+    /// out of service. Stop its daemon first.
+    MqttForget {
+        /// The camera's name (camera.name / --camera of its daemon).
+        #[arg(long)]
+        camera: String,
+        /// The daemon's config file: its [mqtt] table is used.
+        #[arg(long, conflicts_with = "mqtt")]
+        config: Option<PathBuf>,
+        /// Broker URL, with the default prefixes (instead of --config).
+        #[arg(long)]
+        mqtt: Option<String>,
+        /// Seconds to wait for the broker.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
 }
 
 fn init_logging(level: &str) {
@@ -90,6 +107,13 @@ fn check_config(file: &Path) -> Result<()> {
             );
         }
     }
+    // What `run` checks before it starts: the model loads, and the
+    // config's labels are the model's.
+    let detector = irdistill::device::daemon::load_model(&cfg)
+        .with_context(|| format!("config {}: model", file.display()))?;
+    let info = detector.info();
+    irdistill::device::pipeline::detect_filter(&cfg, info)
+        .with_context(|| format!("config {}", file.display()))?;
     println!("{}: ok", file.display());
     println!(
         "  camera {} from {} ({}x{} at {} fps{})",
@@ -117,6 +141,17 @@ fn check_config(file: &Path) -> Result<()> {
         cfg.zones.len(),
         if cfg.track.enabled { "on" } else { "off" }
     );
+    println!(
+        "  model input {}x{}, labels: {}; object events {}",
+        info.input_w_px,
+        info.input_h_px,
+        info.names.join(", "),
+        if cfg.events.active(cfg.track.enabled) {
+            "on"
+        } else {
+            "off"
+        }
+    );
     let outputs = [
         cfg.output.jsonl.as_ref().map(|j| format!("jsonl {j}")),
         cfg.mqtt.as_ref().map(|_| "mqtt".to_string()),
@@ -136,6 +171,45 @@ fn check_config(file: &Path) -> Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(feature = "mqtt")]
+fn mqtt_forget(
+    camera: &str,
+    config: Option<&Path>,
+    url: Option<&str>,
+    timeout_s: u64,
+) -> Result<()> {
+    use irdistill::device::publish::mqtt::{forget_camera, MqttConfig};
+    let cfg = match (config, url) {
+        (Some(file), _) => {
+            let cfg = irdistill::device::config::Config::load(file)?;
+            match cfg.mqtt {
+                Some(m) => m,
+                None => bail!("config {}: no [mqtt] table", file.display()),
+            }
+        }
+        (None, Some(url)) => MqttConfig::from_url(url)?,
+        (None, None) => bail!("mqtt-forget needs --config FILE or --mqtt URL"),
+    };
+    let cleared = forget_camera(
+        &cfg,
+        camera,
+        std::time::Duration::from_secs(timeout_s.max(1)),
+    )?;
+    for t in &cleared {
+        println!("cleared {t}");
+    }
+    println!(
+        "camera {camera}: {} retained message(s) cleared",
+        cleared.len()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn mqtt_forget(_: &str, _: Option<&Path>, _: Option<&str>, _: u64) -> Result<()> {
+    bail!("mqtt-forget: this irdistill was built without the mqtt feature")
 }
 
 #[cfg(feature = "v4l2")]
@@ -169,6 +243,12 @@ fn main() {
         Command::CheckConfig { file } => check_config(&file),
         Command::Probe { json, devices } => probe(json, &devices),
         Command::Bench(args) => bench::bench(args),
+        Command::MqttForget {
+            camera,
+            config,
+            mqtt,
+            timeout_s,
+        } => mqtt_forget(&camera, config.as_deref(), mqtt.as_deref(), timeout_s),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -59,6 +59,10 @@ pub struct SyntheticConfig {
     pub hold_frames: u32,
     /// Scenes per condition before the next condition.
     pub scenes_per_condition: u32,
+    /// The view pans right by this many pixels per frame within a scene
+    /// (wrapping around), so objects move across the frame and through
+    /// zones: tracks and object events get exercised. 0: still scenes.
+    pub pan_px_per_frame: f32,
 }
 
 impl Default for SyntheticConfig {
@@ -68,6 +72,7 @@ impl Default for SyntheticConfig {
             conditions: vec!["day".into(), "night".into(), "fog".into()],
             hold_frames: 30,
             scenes_per_condition: 4,
+            pan_px_per_frame: 0.0,
         }
     }
 }

@@ -97,12 +97,18 @@ pub struct SyntheticSource {
     generators: Vec<(Condition, Generator)>,
     hold_frames: u64,
     scenes_per_condition: u64,
+    /// Pan speed (see `SyntheticConfig::pan_px_per_frame`).
+    pan_px_per_frame: f32,
+    width_px: u32,
     format: PixelFormat,
     pacer_fps: f32,
     pacer: Option<Pacer>,
     sequence: u64,
-    /// The current scene, encoded once and copied out for each frame.
+    /// The current scene, encoded once and copied out for each frame
+    /// (still scenes), or encoded again for each panned frame.
     scene: Option<(u64, Frame)>,
+    /// The current scene's rendering (panned scenes).
+    rendered: Option<(u64, RgbImage)>,
 }
 
 impl SyntheticSource {
@@ -134,11 +140,14 @@ impl SyntheticSource {
             generators,
             hold_frames: s.synthetic.hold_frames as u64,
             scenes_per_condition: s.synthetic.scenes_per_condition as u64,
+            pan_px_per_frame: s.synthetic.pan_px_per_frame,
+            width_px: width,
             format,
             pacer_fps: s.fps,
             pacer: None,
             sequence: 0,
             scene: None,
+            rendered: None,
         })
     }
 
@@ -164,6 +173,38 @@ impl SyntheticSource {
         raster::paint(&g.scene(index)).labels
     }
 
+    /// How far frame `sequence` is panned: its content is the scene's
+    /// shifted right by this many pixels (wrapping around).
+    pub fn pan_offset_px(&self, sequence: u64) -> u32 {
+        let step = (sequence % self.hold_frames) as f32 * self.pan_px_per_frame;
+        (step.round() as u64 % u64::from(self.width_px.max(1))) as u32
+    }
+
+    /// The ground truth of frame `sequence`: its scene's boxes, panned (a
+    /// box across the right edge continues at the left; slivers under 2
+    /// px are left out).
+    pub fn labels_of_frame(&self, sequence: u64) -> Vec<crate::shared::bbox::Label> {
+        let labels = self.labels_of_scene(self.scene_of(sequence));
+        let dx = self.pan_offset_px(sequence) as f32;
+        if dx == 0.0 {
+            return labels;
+        }
+        let w = self.width_px as f32;
+        let mut out = Vec::new();
+        for l in labels {
+            let (x1, x2) = (l.bbox.x1 + dx, l.bbox.x2 + dx);
+            // the part left of the right edge, and the part wrapped around
+            for (a, b) in [(x1.min(w), x2.min(w)), ((x1 - w).max(0.0), x2 - w)] {
+                if b - a >= 2.0 {
+                    let mut piece = l;
+                    piece.bbox = crate::shared::bbox::BBox::new(a, l.bbox.y1, b, l.bbox.y2);
+                    out.push(piece);
+                }
+            }
+        }
+        out
+    }
+
     /// Renders scene `index` (RGB only: the thermal half is not needed).
     pub fn render(&self, index: u64) -> RgbImage {
         let g = &self.generators
@@ -177,7 +218,9 @@ impl SyntheticSource {
     /// The next frame without pacing (the fault source paces itself).
     pub fn next_frame(&mut self, frame: &mut Frame) -> Result<(), CaptureError> {
         let index = self.sequence / self.hold_frames;
-        if self.scene.as_ref().map_or(true, |(i, _)| *i != index) {
+        if self.pan_px_per_frame > 0.0 {
+            self.encode_panned(index)?;
+        } else if self.scene.as_ref().map_or(true, |(i, _)| *i != index) {
             let rgb = self.render(index);
             let mut encoded = self.scene.take().map_or_else(Frame::empty, |(_, f)| f);
             encode_rgb_into(&rgb, self.format, &mut encoded)
@@ -196,6 +239,42 @@ impl SyntheticSource {
         self.sequence += 1;
         Ok(())
     }
+}
+
+impl SyntheticSource {
+    /// Encodes the current frame of scene `index`, panned, into `scene`.
+    fn encode_panned(&mut self, index: u64) -> Result<(), CaptureError> {
+        if self.rendered.as_ref().map_or(true, |(i, _)| *i != index) {
+            self.rendered = Some((index, self.render(index)));
+        }
+        let rgb = &self.rendered.as_ref().expect("rendered above").1;
+        let dx = self.pan_offset_px(self.sequence);
+        let panned = roll_right(rgb, dx);
+        let mut encoded = self.scene.take().map_or_else(Frame::empty, |(_, f)| f);
+        encode_rgb_into(&panned, self.format, &mut encoded)
+            .map_err(|e| CaptureError::Corrupt(format!("{e:#}")))?;
+        self.scene = Some((index, encoded));
+        Ok(())
+    }
+}
+
+/// `img` shifted right by `dx` pixels, wrapping around.
+fn roll_right(img: &RgbImage, dx: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let dx = dx % w.max(1);
+    let mut out = RgbImage::new(w, h);
+    let row_bytes = 3 * w as usize;
+    let cut = 3 * (w - dx) as usize;
+    for (src, dst) in img
+        .as_raw()
+        .chunks_exact(row_bytes)
+        .zip(out.chunks_exact_mut(row_bytes))
+    {
+        // dst = src[w-dx..] ++ src[..w-dx]
+        dst[..row_bytes - cut].copy_from_slice(&src[cut..]);
+        dst[row_bytes - cut..].copy_from_slice(&src[..cut]);
+    }
+    out
 }
 
 impl Source for SyntheticSource {
@@ -249,5 +328,47 @@ impl Opener for SyntheticOpener {
 
     fn live(&self) -> bool {
         self.template.pacer_fps > 0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panning_moves_pixels_and_boxes_together() {
+        let mut img = RgbImage::new(8, 2);
+        img.put_pixel(6, 1, image::Rgb([255, 0, 0]));
+        let rolled = roll_right(&img, 3);
+        // x = 6 + 3 wraps to 1
+        assert_eq!(rolled.get_pixel(1, 1).0, [255, 0, 0]);
+        assert_eq!(rolled.pixels().filter(|p| p.0[0] == 255).count(), 1);
+        assert_eq!(roll_right(&img, 8), img);
+
+        let mut cfg = SourceConfig {
+            width_px: 160,
+            height_px: 120,
+            ..SourceConfig::default()
+        };
+        cfg.synthetic.hold_frames = 10;
+        cfg.synthetic.pan_px_per_frame = 20.0;
+        let s = SyntheticSource::new(&cfg).unwrap();
+        assert_eq!(
+            (s.pan_offset_px(0), s.pan_offset_px(3), s.pan_offset_px(9)),
+            (0, 60, 20)
+        );
+        assert_eq!(s.pan_offset_px(10), 0, "a new scene starts unpanned");
+        let still = s.labels_of_frame(0);
+        assert!(!still.is_empty());
+        let panned = s.labels_of_frame(3);
+        // every box moved right by 60 px or wrapped; the area is kept
+        let area = |v: &[crate::shared::bbox::Label]| v.iter().map(|l| l.bbox.width()).sum::<f32>();
+        assert!((area(&still) - area(&panned)).abs() < 2.0 * still.len() as f32);
+        for l in &still {
+            let moved = panned
+                .iter()
+                .any(|p| (p.bbox.x1 - (l.bbox.x1 + 60.0)).abs() < 1e-3);
+            assert!(moved || l.bbox.x2 + 60.0 > 160.0, "{l:?}");
+        }
     }
 }

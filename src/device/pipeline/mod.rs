@@ -37,6 +37,7 @@ use anyhow::Result;
 
 use crate::device::capture::Opener;
 use crate::device::config::Config;
+use crate::device::events::{EventTracker, ObjectEvent};
 use crate::device::infer::Detector;
 use crate::device::metrics::Metrics;
 use crate::device::publish::http::HttpState;
@@ -53,6 +54,8 @@ pub struct FrameEvent<'a> {
     pub message: &'a FrameMessage,
     /// The snapshot written for this frame, if any.
     pub snapshot: Option<&'a std::path::Path>,
+    /// Object events this frame produced (`new`, `update`, `end`).
+    pub events: &'a [ObjectEvent],
 }
 
 /// Called by the publish stage for every published frame (summaries,
@@ -63,12 +66,18 @@ pub type Observer = Box<dyn FnMut(&FrameEvent) + Send>;
 pub struct Outputs {
     pub camera: String,
     pub jsonl: Option<JsonlWriter>,
+    /// Object events' own JSON lines (none: they go to `jsonl`).
+    pub events_jsonl: Option<JsonlWriter>,
     #[cfg(feature = "mqtt")]
     pub mqtt: Option<crate::device::publish::mqtt::MqttPublisher>,
     pub snapshots: Option<SnapshotWriter>,
     pub snapshot_quality: u8,
+    /// Drawn on snapshots.
+    pub zones: Vec<crate::device::postprocess::Zone>,
     pub http: Option<Arc<HttpState>>,
     pub observer: Option<Observer>,
+    /// Object events from the tracks (none: events off).
+    pub events: Option<EventTracker>,
 }
 
 /// What a run did.

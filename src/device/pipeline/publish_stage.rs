@@ -21,9 +21,12 @@ use super::jobs::Job;
 use super::{FrameEvent, Outputs, StageContext};
 use crate::device::capture::Frame;
 use crate::device::convert::Converter;
+use crate::device::events::ObjectEvent;
 use crate::device::infer::ModelInfo;
 use crate::device::metrics::Metrics;
-use crate::device::publish::snapshot::{annotate, encode_jpeg};
+use crate::device::postprocess::Zone;
+use crate::device::publish::jsonl::JsonlWriter;
+use crate::device::publish::snapshot::{annotate, annotate_zones, encode_jpeg};
 use crate::device::publish::{rfc3339_utc, DetectionJson, FrameMessage};
 use crate::device::service::Notifier;
 use crate::shared::bbox::Detection;
@@ -88,6 +91,10 @@ fn publish_stage(
             last_stats: Instant::now(),
         },
     };
+    #[cfg(feature = "mqtt")]
+    if let Some(mqtt) = outputs.mqtt.as_ref() {
+        mqtt.announce(&outputs.camera, &info.names, &info.path);
+    }
     for job in input.iter() {
         if max_frames > 0 && metrics.frames.load(Relaxed) >= max_frames {
             // Frames captured before the stop was seen: not published.
@@ -99,6 +106,11 @@ fn publish_stage(
         if max_frames > 0 && metrics.frames.load(Relaxed) >= max_frames {
             ctx.stop.store(true, Relaxed);
         }
+    }
+    // The objects still in view end with the run.
+    if let Some(tracker) = outputs.events.as_mut() {
+        let ended = tracker.finish();
+        send_events(outputs, &ended, &mut state.jsonl_failed, &ctx.stop);
     }
     Ok(())
 }
@@ -119,10 +131,16 @@ fn publish_frame(
     #[cfg(feature = "mqtt")]
     publish_mqtt(outputs, &json, &message, info, metrics, &mut state.mqtt);
     let snapshot_path = take_snapshot(outputs, &mut state.converter, &job.frame, &message, metrics);
+    let events = match outputs.events.as_mut() {
+        Some(t) => t.observe(&message, job.frame.captured_at, snapshot_path.as_deref()),
+        None => Vec::new(),
+    };
+    send_events(outputs, &events, &mut state.jsonl_failed, &ctx.stop);
     if let Some(observe) = outputs.observer.as_mut() {
         observe(&FrameEvent {
             message: &message,
             snapshot: snapshot_path.as_deref(),
+            events: &events,
         });
     }
     metrics.latency.observe(job.captured.elapsed());
@@ -159,6 +177,38 @@ fn frame_message(job: &Job, camera: &str, info: &ModelInfo) -> FrameMessage {
     }
 }
 
+/// Object events to the JSON lines output (lines with a `type`), HTTP
+/// `/events` and MQTT `<prefix>/<camera>/events`.
+fn send_events(
+    outputs: &mut Outputs,
+    events: &[ObjectEvent],
+    jsonl_failed: &mut bool,
+    stop: &AtomicBool,
+) {
+    for e in events {
+        let json = match serde_json::to_string(e) {
+            Ok(j) => j,
+            Err(err) => {
+                tracing::warn!("event of track {}: {err}", e.track_id);
+                continue;
+            }
+        };
+        tracing::debug!(target: "irdistill::events", "{json}");
+        if outputs.events_jsonl.is_some() {
+            write_line(&mut outputs.events_jsonl, &json, jsonl_failed, stop);
+        } else {
+            write_jsonl(outputs, &json, jsonl_failed, stop);
+        }
+        if let Some(h) = outputs.http.as_ref() {
+            h.push_event(&json);
+        }
+        #[cfg(feature = "mqtt")]
+        if let Some(mqtt) = outputs.mqtt.as_ref() {
+            mqtt.publish_event(&outputs.camera, &json);
+        }
+    }
+}
+
 /// Adds a frame's detections to the per-class counters.
 fn count_detections(detections: &[Detection], metrics: &Metrics) {
     for d in detections {
@@ -171,7 +221,18 @@ fn count_detections(detections: &[Detection], metrics: &Metrics) {
 /// Appends the frame's line to the JSON lines output. A reader that closed
 /// the pipe (`| head`) stops the pipeline; other errors are logged once.
 fn write_jsonl(outputs: &mut Outputs, json: &str, jsonl_failed: &mut bool, stop: &AtomicBool) {
-    let Some(w) = outputs.jsonl.as_mut() else {
+    write_line(&mut outputs.jsonl, json, jsonl_failed, stop);
+}
+
+/// Appends `json` to `writer` (see [`write_jsonl`]); a closed pipe drops
+/// the writer.
+fn write_line(
+    writer: &mut Option<JsonlWriter>,
+    json: &str,
+    jsonl_failed: &mut bool,
+    stop: &AtomicBool,
+) {
+    let Some(w) = writer.as_mut() else {
         return;
     };
     let Err(e) = w.write_line(json) else {
@@ -185,7 +246,7 @@ fn write_jsonl(outputs: &mut Outputs, json: &str, jsonl_failed: &mut bool, stop:
         // The reader went away (`| head`): nothing left to do.
         tracing::info!("JSON lines reader closed the pipe; stopping");
         stop.store(true, Relaxed);
-        outputs.jsonl = None;
+        *writer = None;
     } else if !*jsonl_failed {
         *jsonl_failed = true;
         tracing::error!("{e:#} (further write errors are not logged)");
@@ -248,6 +309,7 @@ fn take_snapshot(
         converter,
         frame,
         &message.detections,
+        &outputs.zones,
         outputs.snapshot_quality,
     ) {
         Ok(jpeg) => jpeg,
@@ -294,9 +356,11 @@ fn snapshot_jpeg(
     converter: &mut Converter,
     frame: &Frame,
     detections: &[DetectionJson],
+    zones: &[Zone],
     quality: u8,
 ) -> Result<Vec<u8>> {
     let mut img = converter.to_rgb_image(frame)?;
+    annotate_zones(&mut img, zones);
     annotate(&mut img, detections);
     encode_jpeg(&img, quality)
 }

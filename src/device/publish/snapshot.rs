@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
+use crate::device::postprocess::{Zone, ZoneMode};
 use crate::device::publish::DetectionJson;
-use crate::shared::draw::{class_colour, draw_box, draw_label};
+use crate::shared::draw::{class_colour, draw_box, draw_label, draw_line};
 
 /// Draws each detection's box and `label score` (and `#track`) on `img`.
 pub fn annotate(img: &mut RgbImage, dets: &[DetectionJson]) {
@@ -31,6 +32,30 @@ pub fn annotate(img: &mut RgbImage, dets: &[DetectionJson]) {
             b.y2 as i64
         };
         draw_label(img, b.x1 as i64, y, &text, image::Rgb([0, 0, 0]), colour);
+    }
+}
+
+/// Outlines each zone (include green, exclude red) with its name at its
+/// first vertex, under the boxes: where a detection counts.
+pub fn annotate_zones(img: &mut RgbImage, zones: &[Zone]) {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let thickness = (img.width().max(img.height()) / 480).max(1) as i64;
+    for z in zones {
+        let colour = match z.mode {
+            ZoneMode::Include => image::Rgb([40, 200, 80]),
+            ZoneMode::Exclude => image::Rgb([220, 50, 50]),
+        };
+        let px: Vec<(f32, f32)> = z.points.iter().map(|&(x, y)| (x * w, y * h)).collect();
+        for (i, &a) in px.iter().enumerate() {
+            draw_line(img, a, px[(i + 1) % px.len()], colour, thickness);
+        }
+        if let Some(&(x, y)) = px.first() {
+            let (x, y) = (
+                (x as i64).min(img.width() as i64 - 40),
+                (y as i64).clamp(0, img.height() as i64 - 10),
+            );
+            draw_label(img, x.max(0), y, &z.name, image::Rgb([0, 0, 0]), colour);
+        }
     }
 }
 
@@ -147,6 +172,27 @@ impl SnapshotWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zones_are_outlined_in_their_colour() {
+        let mut img = RgbImage::new(100, 80);
+        let zone = |mode, points: Vec<(f32, f32)>| Zone {
+            name: "z".into(),
+            mode,
+            points,
+        };
+        let zones = [
+            zone(ZoneMode::Include, vec![(0.1, 0.5), (0.9, 0.5), (0.9, 0.9)]),
+            zone(ZoneMode::Exclude, vec![(0.0, 0.0), (0.2, 0.0), (0.2, 0.2)]),
+        ];
+        annotate_zones(&mut img, &zones);
+        // on the include zone's bottom edge (y = 40, x in 10..90) and the
+        // exclude zone's top edge (y = 0, x in 0..20; its label is at x < 10)
+        assert_eq!(img.get_pixel(60, 40).0, [40, 200, 80]);
+        assert_eq!(img.get_pixel(18, 0).0, [220, 50, 50]);
+        // inside the include triangle, away from its edges: untouched
+        assert_eq!(img.get_pixel(80, 50).0, [0, 0, 0]);
+    }
 
     #[test]
     fn rate_limited_and_capped() {

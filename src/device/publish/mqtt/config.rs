@@ -41,6 +41,19 @@ pub struct MqttConfig {
     /// Messages that may wait for the network; more are dropped and counted.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Home Assistant MQTT discovery: each camera appears as a device.
+    #[serde(default = "default_discovery")]
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix (its MQTT integration setting).
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+}
+
+fn default_discovery() -> bool {
+    true
+}
+fn default_discovery_prefix() -> String {
+    "homeassistant".to_string()
 }
 
 fn default_topic_prefix() -> String {
@@ -67,6 +80,8 @@ impl fmt::Debug for MqttConfig {
             .field("topic_prefix", &self.topic_prefix)
             .field("keep_alive_s", &self.keep_alive_s)
             .field("queue_capacity", &self.queue_capacity)
+            .field("discovery", &self.discovery)
+            .field("discovery_prefix", &self.discovery_prefix)
             .finish()
     }
 }
@@ -87,11 +102,15 @@ impl MqttConfig {
             topic_prefix: default_topic_prefix(),
             keep_alive_s: default_keep_alive_s(),
             queue_capacity: default_queue_capacity(),
+            discovery: default_discovery(),
+            discovery_prefix: default_discovery_prefix(),
         })
     }
 
-    pub(super) fn validate(&self) -> Result<()> {
-        validate_prefix(&self.topic_prefix)?;
+    /// Checks every field; the error names it (`mqtt.keep_alive_s`, …).
+    pub fn validate(&self) -> Result<()> {
+        validate_prefix("mqtt.topic_prefix", &self.topic_prefix)?;
+        validate_prefix("mqtt.discovery_prefix", &self.discovery_prefix)?;
         if !(1..=u64::from(u16::MAX)).contains(&self.keep_alive_s) {
             bail!(
                 "mqtt.keep_alive_s must be 1..=65535 seconds, got {} (0 would stop the broker from noticing a dead daemon)",
@@ -115,12 +134,12 @@ impl MqttConfig {
     }
 }
 
-fn validate_prefix(prefix: &str) -> Result<()> {
+fn validate_prefix(field: &str, prefix: &str) -> Result<()> {
     if prefix.is_empty() || prefix.starts_with('/') || prefix.ends_with('/') {
-        bail!("mqtt.topic_prefix {prefix:?} must be non-empty without a leading or trailing '/'");
+        bail!("{field} {prefix:?} must be non-empty without a leading or trailing '/'");
     }
     if prefix.contains(['+', '#', '\0']) {
-        bail!("mqtt.topic_prefix {prefix:?} must not contain the wildcards '+' or '#'");
+        bail!("{field} {prefix:?} must not contain the wildcards '+' or '#'");
     }
     Ok(())
 }
@@ -143,6 +162,7 @@ mod tests {
         assert!(toml::from_str::<MqttConfig>("url = \"mqtt://h\"\nqueue_capacty = 3").is_err());
         for (field, value) in [
             ("topic_prefix", "\"a/#\""),
+            ("discovery_prefix", "\"/ha\""),
             ("keep_alive_s", "0"),
             ("queue_capacity", "0"),
         ] {

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use rumqttc::{
-    Connection, ConnectionError, Disconnect, Event, Incoming, Outgoing, RecvTimeoutError, Request,
+    Connection, ConnectionError, Disconnect, Event, Incoming, Outgoing, QoS, RecvTimeoutError,
+    Request, Subscribe,
 };
 
+use super::discovery::{camera_filter, is_camera_config};
 use super::state::Shared;
 use super::topics::{availability_topic, count_topic, retained, OFFLINE, ONLINE};
 
@@ -28,6 +30,8 @@ pub(super) struct EventLoopThread {
     pub(super) shared: Arc<Shared>,
     pub(super) broker: String,
     pub(super) prefix: String,
+    /// Home Assistant's discovery prefix; none: discovery is off.
+    pub(super) discovery_prefix: Option<String>,
     /// Wakes a backoff wait at shutdown.
     pub(super) stop_rx: Receiver<()>,
 }
@@ -119,6 +123,7 @@ impl EventLoopThread {
             Ok(Event::Outgoing(Outgoing::Publish(_))) => {
                 self.shared.published.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(Event::Incoming(Incoming::Publish(p))) => self.on_message(&p.topic, &p.payload),
             Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => {
                 self.shared.connected.store(false, Ordering::Release);
                 return ControlFlow::Break(());
@@ -151,9 +156,26 @@ impl EventLoopThread {
     }
 
     fn on_connected(&mut self, after_outage: bool) {
-        // `online` and every current count go ahead of anything left over
-        // from the last session.
-        let mut hello = vec![retained(&availability_topic(&self.prefix), ONLINE)];
+        // Discovery configs, `online` and every current count go ahead of
+        // anything left over from the last session.
+        let discovery = self
+            .shared
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut hello: Vec<Request> = discovery
+            .values()
+            .flatten()
+            .map(|m| retained(&m.topic, &m.payload))
+            .collect();
+        hello.push(retained(&availability_topic(&self.prefix), ONLINE));
+        // (then subscribed to each camera's configs, to clear stale ones)
+        if let Some(dp) = &self.discovery_prefix {
+            for camera in discovery.keys() {
+                let filter = camera_filter(dp, camera);
+                hello.push(Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
+            }
+        }
         let mut all = self
             .shared
             .counts
@@ -175,10 +197,42 @@ impl EventLoopThread {
         }
         let n = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         self.shared.connected.store(true, Ordering::Release);
+        // only now: an announcement in between sees `connected` set
+        drop(discovery);
         if n == 1 {
             tracing::info!(broker = %self.broker, "MQTT connected");
         } else {
             tracing::info!(broker = %self.broker, reconnects = n - 1, after_outage, "MQTT reconnected");
+        }
+    }
+
+    /// A retained discovery config of one of our cameras that we no longer
+    /// announce (an earlier model's label) is cleared.
+    fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        let Some(dp) = &self.discovery_prefix else {
+            return;
+        };
+        if payload.is_empty() {
+            return;
+        }
+        let discovery = self
+            .shared
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let stale = discovery.iter().any(|(camera, messages)| {
+            is_camera_config(dp, camera, topic) && !messages.iter().any(|m| m.topic == topic)
+        });
+        drop(discovery);
+        if stale {
+            tracing::info!(
+                topic,
+                "clearing a Home Assistant config this daemon no longer announces"
+            );
+            self.connection
+                .eventloop
+                .pending
+                .push_back(retained(topic, ""));
         }
     }
 

@@ -5,6 +5,10 @@
 //! - `<prefix>/available`: retained `online` on every (re)connect; the Last
 //!   Will and a clean shutdown set it to `offline`.
 //! - `<prefix>/<camera>/detections`: the per-frame JSON, QoS 0.
+//! - `<prefix>/<camera>/events`: object events (`new` / `update` / `end`),
+//!   QoS 1, see [`crate::device::events`].
+//! - `<discovery_prefix>/…/irdistill_<camera>/…/config`: Home Assistant
+//!   discovery (retained), see `discovery`.
 //! - `<prefix>/<camera>/<label>`: retained current count, QoS 1, sent when
 //!   it changes (including back to 0). The event loop sends every current
 //!   count again on each reconnect (a broker restarted without persistence
@@ -19,13 +23,16 @@
 //! reconnects with capped exponential backoff.
 //!
 //! This file holds the public [`MqttPublisher`] API; `config` the
-//! `[mqtt]` table, `endpoint` the broker URL, `options` the connection
+//! `[mqtt]` table, `discovery` Home Assistant's configs, `endpoint` the
+//! broker URL, `options` the connection
 //! options and TLS files, `topics` the topic names, `state` what the
 //! publisher and the event-loop thread share, and `event_loop` that thread.
 
 mod config;
+mod discovery;
 mod endpoint;
 mod event_loop;
+mod forget;
 mod options;
 mod state;
 mod topics;
@@ -42,10 +49,12 @@ use rumqttc::{Client, QoS};
 use serde::Serialize;
 
 pub use config::MqttConfig;
+pub use discovery::DeviceInfo;
 use endpoint::Endpoint;
 use event_loop::EventLoopThread;
+pub use forget::forget_camera;
 use state::{CameraCounts, Shared};
-use topics::{availability_topic, count_topic, detections_topic, OFFLINE};
+use topics::{availability_topic, count_topic, detections_topic, events_topic, OFFLINE};
 
 /// Counters for `/metrics` and logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -68,6 +77,8 @@ pub struct MqttPublisher {
     client: Client,
     shared: Arc<Shared>,
     prefix: String,
+    /// Home Assistant's discovery prefix; none: discovery is off.
+    discovery_prefix: Option<String>,
     /// `host:port`, for logs.
     broker: String,
     stop_tx: Sender<()>,
@@ -84,6 +95,7 @@ impl MqttPublisher {
         let endpoint = Endpoint::parse(&cfg.url)?;
         let broker = format!("{}:{}", endpoint.host, endpoint.port);
         let prefix = cfg.topic_prefix.clone();
+        let discovery_prefix = cfg.discovery.then(|| cfg.discovery_prefix.clone());
         let options = options::mqtt_options(cfg, &endpoint)?;
         let (client, connection) = Client::new(options, cfg.queue_capacity);
         let shared = Arc::new(Shared::default());
@@ -94,6 +106,7 @@ impl MqttPublisher {
             shared: Arc::clone(&shared),
             broker: broker.clone(),
             prefix: prefix.clone(),
+            discovery_prefix: discovery_prefix.clone(),
             stop_rx,
         };
         let thread = std::thread::Builder::new()
@@ -108,6 +121,7 @@ impl MqttPublisher {
             client,
             shared,
             prefix,
+            discovery_prefix,
             broker,
             stop_tx,
             done_rx,
@@ -125,6 +139,50 @@ impl MqttPublisher {
             false,
             frame_json.as_bytes().to_vec(),
         );
+    }
+
+    /// `<prefix>/<camera>/events`, QoS 1 (an automation should not miss
+    /// an `end`), not retained. Never blocks; dropped and counted when the
+    /// broker is unreachable or the queue is full.
+    pub fn publish_event(&self, camera: &str, event_json: &str) {
+        let topic = events_topic(&self.prefix, camera);
+        self.try_send(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            event_json.as_bytes().to_vec(),
+        );
+    }
+
+    /// Announces `camera` (with the model's `labels`) to Home Assistant
+    /// when discovery is on: its retained configs go out now if connected,
+    /// and again on every reconnect; configs of this camera that are not
+    /// among them (an earlier model's labels) are cleared. Never blocks.
+    pub fn announce(&self, camera: &str, labels: &[String], model: &std::path::Path) {
+        let Some(dp) = &self.discovery_prefix else {
+            return;
+        };
+        let device = discovery::DeviceInfo::detect(model);
+        let messages = discovery::messages(dp, &self.prefix, camera, labels, &device);
+        // Held while sending, so that a connect in between either sees
+        // these configs or is seen here as connected (the event loop holds
+        // this lock until it has set `connected`).
+        let mut all = self
+            .shared
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.insert(camera.to_string(), messages.clone());
+        if self.shared.connected.load(Ordering::Acquire) {
+            for m in messages {
+                self.try_send(m.topic, QoS::AtLeastOnce, true, m.payload.into_bytes());
+            }
+            let filter = discovery::camera_filter(dp, camera);
+            if self.client.try_subscribe(filter, QoS::AtLeastOnce).is_err() {
+                tracing::debug!("MQTT: no room to subscribe to the discovery topics now; done on the next connect");
+            }
+        }
+        tracing::info!(camera, "Home Assistant discovery under {dp}/");
     }
 
     /// `<prefix>/<camera>/<label>` retained, for each label whose count

@@ -23,17 +23,34 @@ fn default_client_id() -> String {
     format!("irdistill-{host}-{}", std::process::id())
 }
 
+/// The daemon's options: with the Last Will `offline`.
 pub(super) fn mqtt_options(cfg: &MqttConfig, endpoint: &Endpoint) -> Result<MqttOptions> {
     let client_id = cfg.client_id.clone().unwrap_or_else(default_client_id);
-    let mut options = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
-    options.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
-    options.set_max_packet_size(64 * 1024, MAX_PAYLOAD_BYTES + 64 * 1024);
+    let mut options = base_options(cfg, endpoint, client_id)?;
     options.set_last_will(LastWill::new(
         availability_topic(&cfg.topic_prefix),
         OFFLINE,
         QoS::AtLeastOnce,
         true,
     ));
+    Ok(options)
+}
+
+/// A helper tool's options: the daemon's broker and credentials, its own
+/// client id (`<daemon's>-<role>`) and no Last Will.
+pub(super) fn plain_options(
+    cfg: &MqttConfig,
+    endpoint: &Endpoint,
+    role: &str,
+) -> Result<MqttOptions> {
+    let id = cfg.client_id.clone().unwrap_or_else(default_client_id);
+    base_options(cfg, endpoint, format!("{id}-{role}"))
+}
+
+fn base_options(cfg: &MqttConfig, endpoint: &Endpoint, client_id: String) -> Result<MqttOptions> {
+    let mut options = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
+    options.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
+    options.set_max_packet_size(64 * 1024, MAX_PAYLOAD_BYTES + 64 * 1024);
     // The config's user wins over one in the URL.
     let username = cfg.username.clone().or_else(|| endpoint.username.clone());
     let password = if cfg.username.is_some() {

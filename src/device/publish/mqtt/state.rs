@@ -1,11 +1,14 @@
 //! The state the publishing side and the event-loop thread share: the
 //! connection flags, the counters behind [`MqttStats`](super::MqttStats),
 //! and each camera's retained counts (what is current and what was sent in
-//! this connection), which a reconnect sends again.
+//! this connection), which a reconnect sends again, and each camera's
+//! Home Assistant discovery configs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Mutex;
+
+use super::discovery::DiscoveryMessage;
 
 /// State shared by the publishing side and the event-loop thread.
 #[derive(Default)]
@@ -22,6 +25,9 @@ pub(super) struct Shared {
     pub(super) oversize_logged: AtomicBool,
     /// Per camera name.
     pub(super) counts: Mutex<HashMap<String, CameraCounts>>,
+    /// Home Assistant discovery configs per camera name (sent on every
+    /// connect; configs of these cameras not among them are cleared).
+    pub(super) discovery: Mutex<BTreeMap<String, Vec<DiscoveryMessage>>>,
 }
 
 /// One camera's count topics.

@@ -1,6 +1,6 @@
 //! Topic names under the prefix and the retained messages sent on them:
-//! `<prefix>/available`, `<prefix>/<camera>/detections` and
-//! `<prefix>/<camera>/<label>`.
+//! `<prefix>/available`, `<prefix>/<camera>/detections`,
+//! `<prefix>/<camera>/events` and `<prefix>/<camera>/<label>`.
 
 use rumqttc::{Publish, QoS, Request};
 
@@ -16,12 +16,21 @@ pub(super) fn detections_topic(prefix: &str, camera: &str) -> String {
     format!("{prefix}/{}/detections", topic_segment(camera))
 }
 
+pub(super) fn events_topic(prefix: &str, camera: &str) -> String {
+    format!("{prefix}/{}/events", topic_segment(camera))
+}
+
 pub(super) fn count_topic(prefix: &str, camera: &str, label: &str) -> String {
     format!(
         "{prefix}/{}/{}",
         topic_segment(camera),
         topic_segment(label)
     )
+}
+
+/// Every topic one level under `camera` (detections, events, counts).
+pub(super) fn camera_filter(prefix: &str, camera: &str) -> String {
+    format!("{prefix}/{}/+", topic_segment(camera))
 }
 
 /// A camera name or label as one topic level: no '/' (would add levels)
