@@ -114,7 +114,7 @@ fn idle_and_slow_clients_cannot_stall_metrics() {
     let port = free_port();
     let (_daemon, _dir) = start(
         port,
-        &format!("token = \"{TOKEN}\"\nread_timeout_ms = 1500"),
+        &format!("token = \"{TOKEN}\"\nwrite_timeout_ms = 1500"),
     );
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
     // 200 idle connections, one slowloris request (a byte every 300 ms),
@@ -152,24 +152,32 @@ fn idle_and_slow_clients_cannot_stall_metrics() {
         "worst /metrics latency under 200 idle, 1 trickling and 4 slow-reading clients: {worst:?}"
     );
     assert!(worst < Duration::from_secs(2), "/metrics took {worst:?}");
-    // the idle connections were dropped after the read time-out
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut closed = 0;
-    for mut c in idle {
-        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut b = [0u8; 1];
-        if matches!(c.read(&mut b), Ok(0) | Err(_)) {
-            closed += 1;
-        }
-    }
+    drop(idle);
     let _ = trickler.join();
     for r in readers {
         let _ = r.join();
     }
-    assert!(
-        closed >= 190,
-        "only {closed} of 200 idle connections closed"
-    );
+    // a request with a body is not answered on the fast threads: clients
+    // that announce one and never send it stall nothing
+    let mut stalled = Vec::new();
+    for path in ["/healthz", "/metrics", "/healthz", "/events"] {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            c,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        )
+        .unwrap();
+        stalled.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(get(port, "/metrics", &auth).unwrap().0, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // and it still answers after a quiet spell longer than its time-out
+    // (a time-out on the listening socket must not end accepting)
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get(port, "/healthz", "").unwrap().0, 200);
+    drop(stalled);
 }
 
 #[test]
@@ -185,10 +193,25 @@ fn token_events_and_camera_checks() {
         assert_eq!(get(port, path, wrong).unwrap().0, 401, "{path}");
     }
     assert_eq!(get(port, "/metrics", &auth).unwrap().0, 200);
-    let (code, body) = get(port, "/events?limit=5", &auth).unwrap();
-    assert_eq!(code, 200);
-    let events: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(events.as_array().is_some_and(|a| a.len() <= 5), "{events}");
+    // the seeded model's tracks make events within a few seconds
+    let start = Instant::now();
+    let events = loop {
+        let (code, body) = get(port, "/events?limit=5", &auth).unwrap();
+        assert_eq!(code, 200);
+        let events: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let n = events.as_array().map_or(0, Vec::len);
+        if n > 0 || start.elapsed() > Duration::from_secs(30) {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let list = events.as_array().unwrap();
+    assert!((1..=5).contains(&list.len()), "{events}");
+    assert!(
+        list.iter()
+            .all(|e| e["camera"] == "cam0" && e["type"].is_string()),
+        "{events}"
+    );
     let (code, jpeg) = get(port, "/snapshot.jpg?camera=cam0", &auth).unwrap();
     assert_eq!(code, 200);
     assert!(jpeg.starts_with(&[0xFF, 0xD8]), "not a JPEG");

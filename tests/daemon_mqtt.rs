@@ -910,10 +910,11 @@ fn daemon_announces_to_home_assistant_and_publishes_object_events() {
     for e in &published {
         assert!(events.contains(&e), "{e} not in the JSON lines");
     }
-    let mut tracks: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
+    // by object (a track ended and seen again later is a new object)
+    let mut tracks: BTreeMap<String, Vec<&serde_json::Value>> = BTreeMap::new();
     for e in &events {
         tracks
-            .entry(e["track_id"].as_u64().unwrap())
+            .entry(e["id"].as_str().unwrap().to_string())
             .or_default()
             .push(e);
     }

@@ -319,7 +319,13 @@ fn fault_source_recovers_and_metrics_tell() {
         .map(|f| f["frame"].as_u64().unwrap())
         .collect();
     assert!(!seqs.contains(&3) && !seqs.contains(&5), "{seqs:?}");
-    assert!(seqs.contains(&4) && seqs.contains(&30), "{seqs:?}");
+    // frames after the corrupt ones and after the reconnect (which one is
+    // published depends on the load: a live source drops frames when the
+    // pipeline falls behind)
+    assert!(
+        seqs.contains(&4) && seqs.iter().any(|&s| s > 25),
+        "{seqs:?}"
+    );
 }
 
 #[test]
@@ -525,4 +531,94 @@ fn systemd_notifications_follow_the_frames() {
         messages.iter().any(|(_, m)| m.contains("STATUS=")),
         "{messages:?}"
     );
+}
+
+/// SIGHUP re-reads the config: a new threshold and JSON lines file apply
+/// without dropping the camera (frame numbers go on); a bad config is
+/// refused, named in the log, and the running one kept.
+#[test]
+fn sighup_reloads_the_config_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let write_config = |conf: f32, jsonl: &Path| {
+        let text = format!(
+            "[source]\nfps = 20\nwidth_px = 320\nheight_px = 240\n[detect]\nconf = {conf}\n[output]\njsonl = {:?}\n",
+            jsonl.to_str().unwrap()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(0.25, &a);
+    let mut child = irdistill()
+        .args(["run", "--threads", "1", "--model"])
+        .arg(model())
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let frame_lines = |p: &Path| {
+        std::fs::read_to_string(p).map_or(0, |t| {
+            t.lines().filter(|l| !l.contains("\"type\":")).count()
+        })
+    };
+    let wait_for = |p: &Path, n: usize, child: &mut std::process::Child| {
+        let start = Instant::now();
+        while frame_lines(p) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{}: no frames",
+                p.display()
+            );
+            assert!(child.try_wait().unwrap().is_none(), "exited early");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let signal = |sig: &str, child: &std::process::Child| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    wait_for(&a, 5, &mut child);
+    write_config(0.6, &b);
+    signal("-HUP", &child);
+    wait_for(&b, 5, &mut child);
+    // a bad one: refused, the daemon goes on with conf 0.6 into b.jsonl
+    std::fs::write(&config, "[detect]\nconf = 2.0\n").unwrap();
+    signal("-HUP", &child);
+    let before = frame_lines(&b);
+    wait_for(&b, before + 10, &mut child);
+    signal("-TERM", &child);
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("reloaded"), "{log}");
+    assert!(
+        log.contains("reload refused") && log.contains("detect.conf"),
+        "{log}"
+    );
+    let (fa, fb) = (read_frames(&a, 320.0, 240.0), read_frames(&b, 320.0, 240.0));
+    // the camera was never reopened: frame numbers go on from a into b
+    let last_a = fa
+        .iter()
+        .map(|f| f["frame"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let first_b = fb
+        .iter()
+        .map(|f| f["frame"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    assert!(first_b > last_a, "{last_a} then {first_b}");
+    for f in &fb {
+        for d in f["detections"].as_array().unwrap() {
+            assert!(d["score"].as_f64().unwrap() >= 0.6 - 1e-4, "{f}");
+        }
+    }
 }

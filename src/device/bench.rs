@@ -231,6 +231,7 @@ pub fn run_pipeline(cfg: &Config) -> Result<PipelineRun> {
         no_outputs(),
         metrics.clone(),
         Arc::new(AtomicBool::new(false)),
+        None,
     )?;
     Ok(PipelineRun {
         summary,

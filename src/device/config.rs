@@ -22,7 +22,7 @@ pub type MqttSection = crate::device::publish::mqtt::MqttConfig;
 #[cfg(not(feature = "mqtt"))]
 pub type MqttSection = toml::Table;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub camera: CameraConfig,
@@ -215,8 +215,6 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// The token from a file (first line), e.g. a systemd credential.
     pub token_file: Option<PathBuf>,
-    /// A connection idle or sending this slowly is dropped.
-    pub read_timeout_ms: u64,
     /// A client that reads nothing for this long is dropped.
     pub write_timeout_ms: u64,
 }
@@ -227,7 +225,6 @@ impl Default for HttpConfig {
             listen: None,
             token: None,
             token_file: None,
-            read_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
         }
     }
@@ -240,7 +237,6 @@ impl std::fmt::Debug for HttpConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_file", &self.token_file)
-            .field("read_timeout_ms", &self.read_timeout_ms)
             .field("write_timeout_ms", &self.write_timeout_ms)
             .finish()
     }
@@ -261,15 +257,11 @@ impl HttpConfig {
                 "http.token must be at least 16 printable characters without spaces"
             );
         }
-        for (field, ms) in [
-            ("http.read_timeout_ms", self.read_timeout_ms),
-            ("http.write_timeout_ms", self.write_timeout_ms),
-        ] {
-            ensure!(
-                (100..=600_000).contains(&ms),
-                "{field} must be 100..=600000, got {ms}"
-            );
-        }
+        ensure!(
+            (100..=600_000).contains(&self.write_timeout_ms),
+            "http.write_timeout_ms must be 100..=600000, got {}",
+            self.write_timeout_ms
+        );
         Ok(())
     }
 

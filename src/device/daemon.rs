@@ -56,11 +56,29 @@ pub fn load_model(cfg: &Config) -> Result<Detector> {
     Detector::load(&path, &opts)
 }
 
+/// Re-reads and validates the configuration (file and flags), for SIGHUP.
+pub type ConfigLoader = Box<dyn FnMut() -> Result<Config> + Send>;
+
 /// Runs the daemon on a validated config until it stops (signal, source
 /// end, `pipeline.max_frames`); `printer` sees every published frame.
-pub fn execute(cfg: &Config, printer: Option<Printer>) -> Result<Report> {
+/// With `reload`, SIGHUP re-reads the configuration through it and
+/// applies what can change without dropping the camera; without, SIGHUP
+/// stops the run like SIGTERM.
+pub fn execute(
+    cfg: &Config,
+    printer: Option<Printer>,
+    reload: Option<ConfigLoader>,
+) -> Result<Report> {
     // Signals first: a SIGTERM while the model loads still stops cleanly.
-    let stop = service::stop_flag()?;
+    let stop = service::stop_flag(reload.is_none())?;
+    let reload = match reload {
+        Some(load) => Some(pipeline::Reload {
+            requested: service::reload_flag()?,
+            load,
+            open: Box::new(reopen_outputs),
+        }),
+        None => None,
+    };
     let opener = capture::opener(&cfg.source).context(StartupError)?;
     let detector = load_model(cfg).context(StartupError)?;
     let info = detector.info().clone();
@@ -71,7 +89,15 @@ pub fn execute(cfg: &Config, printer: Option<Printer>) -> Result<Report> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let observer = tally_observer(cfg, tally.clone(), printer)?;
     let outputs = open_outputs(cfg, http.state.take(), observer)?;
-    let summary = pipeline::run(cfg, opener, detector, outputs, metrics.clone(), stop)?;
+    let summary = pipeline::run(
+        cfg,
+        opener,
+        detector,
+        outputs,
+        metrics.clone(),
+        stop,
+        reload,
+    )?;
     http.shut_down();
     log_done(&summary);
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
@@ -139,7 +165,6 @@ fn start_http(cfg: &Config, metrics: &Arc<Metrics>) -> Result<HttpEndpoints> {
     ));
     let opts = http::HttpOptions {
         token: cfg.http.bearer_token()?,
-        read_timeout: Duration::from_millis(cfg.http.read_timeout_ms),
         write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
         camera: cfg.camera.name.clone(),
     };
@@ -197,42 +222,12 @@ fn tally_observer(
 fn open_outputs(cfg: &Config, http: Option<Arc<HttpState>>, observer: Observer) -> Result<Outputs> {
     Ok(Outputs {
         camera: cfg.camera.name.clone(),
-        jsonl: cfg
-            .output
-            .jsonl
-            .as_deref()
-            .map(JsonlWriter::open)
-            .transpose()?,
-        events_jsonl: cfg
-            .output
-            .events_jsonl
-            .as_deref()
-            .map(JsonlWriter::open)
-            .transpose()
+        jsonl: open_jsonl(cfg.output.jsonl.as_deref())?,
+        events_jsonl: open_jsonl(cfg.output.events_jsonl.as_deref())
             .context("output.events_jsonl")?,
         #[cfg(feature = "mqtt")]
-        mqtt: match &cfg.mqtt {
-            Some(m) => {
-                let p = crate::device::publish::mqtt::MqttPublisher::start(m)
-                    .with_context(|| format!("mqtt {}", m.url))?;
-                tracing::info!("mqtt: publishing to {}", m.url);
-                Some(p)
-            }
-            None => None,
-        },
-        snapshots: cfg
-            .snapshots
-            .dir
-            .as_deref()
-            .map(|d| {
-                SnapshotWriter::new(
-                    d,
-                    Duration::from_millis(cfg.snapshots.min_interval_ms),
-                    cfg.snapshots.max_total_bytes,
-                )
-                .map(|w| w.with_min_interval_frames(cfg.snapshots.min_interval_frames))
-            })
-            .transpose()?,
+        mqtt: start_mqtt(cfg)?,
+        snapshots: open_snapshots(cfg)?,
         snapshot_quality: cfg.snapshots.jpeg_quality,
         zones: cfg.zones(),
         http,
@@ -242,6 +237,61 @@ fn open_outputs(cfg: &Config, http: Option<Arc<HttpState>>, observer: Observer) 
             .active(cfg.track.enabled)
             .then(|| EventTracker::new(cfg.events.clone(), &cfg.camera.name, cfg.zones())),
     })
+}
+
+/// The outputs of a reloaded configuration `new` (the MQTT connection is
+/// replaced only when `[mqtt]` changed).
+fn reopen_outputs(old: &Config, new: &Config) -> Result<pipeline::OutputsUpdate> {
+    #[cfg(not(feature = "mqtt"))]
+    let _ = old;
+    Ok(pipeline::OutputsUpdate {
+        jsonl: open_jsonl(new.output.jsonl.as_deref())?,
+        events_jsonl: open_jsonl(new.output.events_jsonl.as_deref())
+            .context("output.events_jsonl")?,
+        #[cfg(feature = "mqtt")]
+        mqtt: if old.mqtt != new.mqtt {
+            Some(start_mqtt(new)?)
+        } else {
+            None
+        },
+        snapshots: open_snapshots(new)?,
+        snapshot_quality: new.snapshots.jpeg_quality,
+        zones: new.zones(),
+        events: new
+            .events
+            .active(new.track.enabled)
+            .then(|| new.events.clone()),
+    })
+}
+
+fn open_jsonl(target: Option<&str>) -> Result<Option<JsonlWriter>> {
+    target.map(JsonlWriter::open).transpose()
+}
+
+#[cfg(feature = "mqtt")]
+fn start_mqtt(cfg: &Config) -> Result<Option<crate::device::publish::mqtt::MqttPublisher>> {
+    let Some(m) = &cfg.mqtt else {
+        return Ok(None);
+    };
+    let p = crate::device::publish::mqtt::MqttPublisher::start(m)
+        .with_context(|| format!("mqtt {}", m.url))?;
+    tracing::info!("mqtt: publishing to {}", m.url);
+    Ok(Some(p))
+}
+
+fn open_snapshots(cfg: &Config) -> Result<Option<SnapshotWriter>> {
+    let s = &cfg.snapshots;
+    s.dir
+        .as_deref()
+        .map(|d| {
+            SnapshotWriter::new(
+                d,
+                Duration::from_millis(s.min_interval_ms),
+                s.max_total_bytes,
+            )
+            .map(|w| w.with_min_interval_frames(s.min_interval_frames))
+        })
+        .transpose()
 }
 
 fn log_done(summary: &RunSummary) {

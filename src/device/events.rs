@@ -67,9 +67,10 @@ impl EventsConfig {
             "events.min_frames must be 1..=1000, got {}",
             self.min_frames
         );
+        // shorter would end objects between two frames of a slow camera
         ensure!(
-            (1..=86_400_000).contains(&self.end_after_ms),
-            "events.end_after_ms must be 1..=86400000, got {}",
+            (500..=86_400_000).contains(&self.end_after_ms),
+            "events.end_after_ms must be 500..=86400000, got {}",
             self.end_after_ms
         );
         ensure!(
@@ -78,8 +79,8 @@ impl EventsConfig {
             self.update_interval_ms
         );
         ensure!(
-            self.score_step.is_finite() && (0.0..=1.0).contains(&self.score_step),
-            "events.score_step must be 0..=1, got {}",
+            self.score_step.is_finite() && self.score_step > 0.0 && self.score_step <= 1.0,
+            "events.score_step must be above 0 and at most 1, got {}",
             self.score_step
         );
         Ok(())
@@ -180,6 +181,13 @@ impl EventTracker {
             zones,
             objects: BTreeMap::new(),
         }
+    }
+
+    /// New settings and zones (a reloaded configuration); the objects
+    /// followed so far stay.
+    pub fn reconfigure(&mut self, cfg: EventsConfig, zones: Vec<Zone>) {
+        self.cfg = cfg;
+        self.zones = zones;
     }
 
     /// Tracks being followed (announced or not).
@@ -285,6 +293,8 @@ impl EventTracker {
             (o.frames_seen >= min_frames).then_some(EventType::New)?
         } else {
             let changed = o.zones != o.reported_zones || o.best_score >= o.reported_best + step;
+            // (a zone entered and left again within the interval is no
+            // change: the object is where its last event said)
             let waited = now.duration_since(o.last_event).unwrap_or_default() >= interval;
             (changed && waited).then_some(EventType::Update)?
         };
@@ -506,6 +516,20 @@ mod tests {
                     ..EventsConfig::default()
                 },
                 "events.score_step",
+            ),
+            (
+                EventsConfig {
+                    score_step: 0.0,
+                    ..EventsConfig::default()
+                },
+                "events.score_step",
+            ),
+            (
+                EventsConfig {
+                    end_after_ms: 100,
+                    ..EventsConfig::default()
+                },
+                "events.end_after_ms",
             ),
         ] {
             assert!(bad.validate(true).unwrap_err().to_string().contains(field));

@@ -9,21 +9,30 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 
-/// Sets the returned flag on SIGTERM, SIGINT or SIGHUP. A second signal
+/// Sets the returned flag on SIGTERM or SIGINT, and on SIGHUP too when
+/// `hangup_stops` (a run that cannot reload: the demo). A second signal
 /// while draining kills the process (signal-hook's conditional shutdown),
 /// so a stuck drain can always be interrupted.
-pub fn stop_flag() -> Result<Arc<AtomicBool>> {
+pub fn stop_flag(hangup_stops: bool) -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
+    let mut signals = vec![signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+    if hangup_stops {
+        signals.push(signal_hook::consts::SIGHUP);
+    }
+    for sig in signals {
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
             .context("installing signal handlers")?;
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     Ok(stop)
+}
+
+/// Sets the returned flag on SIGHUP: re-read the configuration.
+pub fn reload_flag() -> Result<Arc<AtomicBool>> {
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
+    Ok(reload)
 }
 
 /// systemd notifications, rate-limited.

@@ -78,6 +78,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// The settings it runs with.
+    pub fn config(&self) -> TrackerConfig {
+        self.cfg
+    }
+
     pub fn new(cfg: TrackerConfig) -> Self {
         Self {
             cfg,

@@ -258,7 +258,7 @@ pub fn demo(a: Args) -> Result<()> {
             }
         }) as Printer
     });
-    let report = execute(&cfg, printer)?;
+    let report = execute(&cfg, printer, None)?;
     let summary_path = a.out.join("summary.json");
     report.write(&summary_path)?;
     print!("{}", summary_text(&report, &cfg, &a.out));

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use irdistill::device::capture::source::parse_pixel_format;
 use irdistill::device::config::Config;
-use irdistill::device::daemon::{execute, StartupError};
+use irdistill::device::daemon::{execute, ConfigLoader, StartupError};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// TOML configuration (see systemd/irdistill.toml); flags override it.
     #[arg(long)]
@@ -181,7 +181,10 @@ fn apply_output_flags(cfg: &mut Config, a: &Args) -> Result<()> {
 /// Runs the daemon on the flags' configuration; writes `--summary` at exit.
 pub fn run(a: Args) -> Result<()> {
     let cfg = effective_config(&a).context(StartupError)?;
-    let report = execute(&cfg, None)?;
+    // SIGHUP re-reads the file with the same flags on top
+    let flags = a.clone();
+    let reload: ConfigLoader = Box::new(move || effective_config(&flags));
+    let report = execute(&cfg, None, Some(reload))?;
     if let Some(path) = &a.summary {
         report.write(path).context("--summary")?;
     }

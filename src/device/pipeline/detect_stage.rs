@@ -41,7 +41,7 @@ pub fn detect_filter(cfg: &Config, info: &ModelInfo) -> Result<DetectFilter> {
 }
 
 /// What postprocess does with a model output, from the config.
-pub(super) struct PostprocessSettings {
+pub struct PostprocessSettings {
     /// Classes in the model output.
     pub nc: usize,
     pub nms: NmsParams,
@@ -52,7 +52,7 @@ pub(super) struct PostprocessSettings {
 
 impl PostprocessSettings {
     /// Fails when the config's per-class thresholds name unknown labels.
-    pub fn new(cfg: &Config, info: &ModelInfo) -> Result<Self> {
+    pub(super) fn new(cfg: &Config, info: &ModelInfo) -> Result<Self> {
         Ok(Self {
             nc: info.nc(),
             nms: NmsParams {
@@ -99,10 +99,11 @@ pub(super) fn spawn_postprocess(
     input: Receiver<Box<Job>>,
     out: Queue,
     settings: PostprocessSettings,
+    reloaded: Receiver<PostprocessSettings>,
     ctx: StageContext,
 ) -> std::io::Result<Worker> {
     spawn_worker("postprocess", move || {
-        postprocess_stage(&input, &out, settings, &ctx)
+        postprocess_stage(&input, &out, settings, &reloaded, &ctx)
     })
 }
 
@@ -189,10 +190,23 @@ fn postprocess_stage(
     input: &Receiver<Box<Job>>,
     out: &Queue,
     mut settings: PostprocessSettings,
+    reloaded: &Receiver<PostprocessSettings>,
     ctx: &StageContext,
 ) {
     let (pools, metrics) = (&ctx.pools, &*ctx.metrics);
     for mut job in input.iter() {
+        if let Ok(mut new) = reloaded.try_recv() {
+            // tracks (and their IDs) live on unless tracking changed
+            let same_tracking = match (&settings.tracker, &new.tracker) {
+                (Some(old), Some(n)) => old.config() == n.config(),
+                (None, None) => true,
+                _ => false,
+            };
+            if same_tracking {
+                new.tracker = settings.tracker.take();
+            }
+            settings = new;
+        }
         let t0 = Instant::now();
         let lb = job.letterbox.expect("set by convert");
         job.detections = frame_detections(

@@ -46,7 +46,7 @@ use crate::device::publish::snapshot::SnapshotWriter;
 use crate::device::publish::FrameMessage;
 use capture_stage::CaptureSettings;
 pub use detect_stage::detect_filter;
-use detect_stage::PostprocessSettings;
+pub use detect_stage::PostprocessSettings;
 use jobs::{Pools, Queue};
 
 /// One published frame, as an [`Outputs::observer`] sees it.
@@ -78,6 +78,39 @@ pub struct Outputs {
     pub observer: Option<Observer>,
     /// Object events from the tracks (none: events off).
     pub events: Option<EventTracker>,
+}
+
+/// What SIGHUP does to a running pipeline: re-read the configuration and
+/// apply what can change without dropping the camera (detection
+/// thresholds, zones, tracking, events, outputs, MQTT). A configuration
+/// that does not validate, or whose outputs cannot be opened, is refused
+/// (logged) and the running one kept; changes that need a restart (source,
+/// model, camera name, HTTP, pipeline) are logged and not applied.
+pub struct Reload {
+    /// Set by SIGHUP.
+    pub requested: Arc<AtomicBool>,
+    /// Re-reads and validates the configuration (file and flags).
+    pub load: Box<dyn FnMut() -> Result<Config> + Send>,
+    /// Opens the outputs of the new configuration (given the old one, to
+    /// keep an unchanged MQTT connection).
+    pub open: Box<OutputsOpener>,
+}
+
+/// Opens a new configuration's outputs, given the running one: `(old, new)`.
+pub type OutputsOpener = dyn FnMut(&Config, &Config) -> Result<OutputsUpdate> + Send;
+
+/// The outputs of a reloaded configuration, handed to the publish stage.
+pub struct OutputsUpdate {
+    pub jsonl: Option<JsonlWriter>,
+    pub events_jsonl: Option<JsonlWriter>,
+    /// `Some`: the `[mqtt]` table changed (the old publisher is closed).
+    #[cfg(feature = "mqtt")]
+    pub mqtt: Option<Option<crate::device::publish::mqtt::MqttPublisher>>,
+    pub snapshots: Option<SnapshotWriter>,
+    pub snapshot_quality: u8,
+    pub zones: Vec<crate::device::postprocess::Zone>,
+    /// The events settings (none: events off).
+    pub events: Option<crate::device::events::EventsConfig>,
 }
 
 /// What a run did.
@@ -142,6 +175,7 @@ pub fn run(
     outputs: Outputs,
     metrics: Arc<Metrics>,
     stop_signal: Arc<AtomicBool>,
+    reload: Option<Reload>,
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let info = detector.info().clone();
@@ -164,18 +198,43 @@ pub fn run(
         stop: stop.clone(),
     };
     let capture = CaptureSettings::new(cfg);
+    // reloaded settings, taken by the stages between frames
+    let (post_tx, post_rx) = crossbeam_channel::bounded(1);
+    let (out_tx, out_rx) = crossbeam_channel::bounded(1);
     let workers = vec![
         capture_stage::spawn(opener, takers.jobs, to_convert, capture, ctx.clone())?,
         detect_stage::spawn_convert(from_capture, to_infer, takers.tensors, &info, ctx.clone())?,
         detect_stage::spawn_inference(from_convert, to_post, detector, ctx.clone())?,
-        detect_stage::spawn_postprocess(from_infer, to_publish, postprocess, ctx.clone())?,
+        detect_stage::spawn_postprocess(
+            from_infer,
+            to_publish,
+            postprocess,
+            post_rx.clone(),
+            ctx.clone(),
+        )?,
     ];
     // The last context (and with it this thread's pool senders) goes to
     // publish, so the pools close once every stage is done.
     let max_frames = cfg.pipeline.max_frames;
-    let publish = publish_stage::spawn(from_post, outputs, &info, max_frames, ctx)?;
+    let publish = publish_stage::spawn(from_post, outputs, out_rx.clone(), &info, max_frames, ctx)?;
 
-    supervise::until_published(&publish, &stop_signal, &stop, &metrics, started);
+    let mut reload = reload.map(|r| supervise::Reloading {
+        reload: r,
+        current: cfg.clone(),
+        info: info.clone(),
+        to_postprocess: post_tx,
+        to_publish: out_tx,
+        pending_postprocess: post_rx,
+        pending_publish: out_rx,
+    });
+    supervise::until_published(
+        &publish,
+        &stop_signal,
+        &stop,
+        &metrics,
+        started,
+        reload.as_mut(),
+    );
     let (result, outputs) = supervise::join_stages(publish, workers, &stop)?;
     supervise::finish_outputs(outputs);
     result?;

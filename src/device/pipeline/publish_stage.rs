@@ -18,10 +18,10 @@ use anyhow::Result;
 use crossbeam_channel::Receiver;
 
 use super::jobs::Job;
-use super::{FrameEvent, Outputs, StageContext};
+use super::{FrameEvent, Outputs, OutputsUpdate, StageContext};
 use crate::device::capture::Frame;
 use crate::device::convert::Converter;
-use crate::device::events::ObjectEvent;
+use crate::device::events::{EventTracker, ObjectEvent};
 use crate::device::infer::ModelInfo;
 use crate::device::metrics::Metrics;
 use crate::device::postprocess::Zone;
@@ -40,6 +40,7 @@ pub(super) type PublishThread = JoinHandle<(Result<()>, Outputs)>;
 pub(super) fn spawn(
     input: Receiver<Box<Job>>,
     mut outputs: Outputs,
+    reloaded: Receiver<OutputsUpdate>,
     info: &ModelInfo,
     max_frames: u64,
     ctx: StageContext,
@@ -48,9 +49,38 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("publish".into())
         .spawn(move || {
-            let result = publish_stage(&input, &mut outputs, &info, max_frames, &ctx);
+            let result = publish_stage(&input, &mut outputs, &reloaded, &info, max_frames, &ctx);
             (result, outputs)
         })
+}
+
+/// Swaps in a reloaded configuration's outputs; the events of objects in
+/// view carry on.
+fn apply_update(outputs: &mut Outputs, u: OutputsUpdate, info: &ModelInfo) {
+    outputs.jsonl = u.jsonl;
+    outputs.events_jsonl = u.events_jsonl;
+    outputs.snapshots = u.snapshots;
+    outputs.snapshot_quality = u.snapshot_quality;
+    outputs.zones = u.zones.clone();
+    outputs.events = match (outputs.events.take(), u.events) {
+        (Some(mut t), Some(cfg)) => {
+            t.reconfigure(cfg, u.zones);
+            Some(t)
+        }
+        (None, Some(cfg)) => Some(EventTracker::new(cfg, &outputs.camera, u.zones)),
+        (_, None) => None,
+    };
+    #[cfg(feature = "mqtt")]
+    if let Some(mqtt) = u.mqtt {
+        if let Some(old) = std::mem::replace(&mut outputs.mqtt, mqtt) {
+            old.shutdown(std::time::Duration::from_secs(2));
+        }
+        if let Some(new) = outputs.mqtt.as_ref() {
+            new.announce(&outputs.camera, &info.names, &info.path);
+        }
+    }
+    #[cfg(not(feature = "mqtt"))]
+    let _ = info;
 }
 
 /// What the publish stage remembers between frames.
@@ -76,6 +106,7 @@ struct MqttState {
 fn publish_stage(
     input: &Receiver<Box<Job>>,
     outputs: &mut Outputs,
+    reloaded: &Receiver<OutputsUpdate>,
     info: &ModelInfo,
     max_frames: u64,
     ctx: &StageContext,
@@ -96,6 +127,9 @@ fn publish_stage(
         mqtt.announce(&outputs.camera, &info.names, &info.path);
     }
     for job in input.iter() {
+        if let Ok(update) = reloaded.try_recv() {
+            apply_update(outputs, update, info);
+        }
         if max_frames > 0 && metrics.frames.load(Relaxed) >= max_frames {
             // Frames captured before the stop was seen: not published.
             pools.recycle(job);

@@ -7,8 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
+use crossbeam_channel::{Receiver, Sender};
+
 use super::publish_stage::PublishThread;
-use super::{Outputs, Worker};
+use super::{Outputs, OutputsUpdate, PostprocessSettings, Reload, Worker};
+use crate::device::config::Config;
+use crate::device::infer::ModelInfo;
 use crate::device::metrics::Metrics;
 use crate::device::service::Notifier;
 
@@ -21,10 +25,16 @@ pub(super) fn until_published(
     stop: &AtomicBool,
     metrics: &Metrics,
     started: Instant,
+    mut reload: Option<&mut Reloading>,
 ) {
     let mut status = Notifier::new();
     let mut signalled = false;
     while !publish.is_finished() {
+        if let Some(r) = reload.as_deref_mut() {
+            if r.reload.requested.swap(false, Relaxed) && !signalled {
+                r.apply();
+            }
+        }
         if !signalled && stop_signal.load(Relaxed) {
             signalled = true;
             tracing::info!("signal received: draining the pipeline");
@@ -40,6 +50,92 @@ pub(super) fn until_published(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A reload request's handling: the running configuration and where its
+/// successor's settings go.
+pub(super) struct Reloading {
+    pub reload: Reload,
+    pub current: Config,
+    pub info: ModelInfo,
+    pub to_postprocess: Sender<PostprocessSettings>,
+    pub to_publish: Sender<OutputsUpdate>,
+    /// The same channels' other ends, to drop an update not taken yet.
+    pub pending_postprocess: Receiver<PostprocessSettings>,
+    pub pending_publish: Receiver<OutputsUpdate>,
+}
+
+impl Reloading {
+    /// Re-reads the configuration and hands its settings to the stages;
+    /// a bad one is logged and the running one kept.
+    fn apply(&mut self) {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let new = match (self.reload.load)() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration is kept: {e:#}");
+                return;
+            }
+        };
+        let postprocess = match PostprocessSettings::new(&new, &self.info) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration is kept: {e:#}");
+                return;
+            }
+        };
+        let outputs = match (self.reload.open)(&self.current, &new) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration is kept: {e:#}");
+                return;
+            }
+        };
+        let cold = needs_restart(&self.current, &new);
+        if !cold.is_empty() {
+            tracing::warn!(
+                "reload: {} changed; that needs a restart (systemctl restart), the running one is kept",
+                cold.join(", ")
+            );
+        }
+        // the stages take them before their next frame; an update they
+        // have not taken yet is replaced
+        while self.pending_postprocess.try_recv().is_ok() {}
+        while self.pending_publish.try_recv().is_ok() {}
+        let _ = self.to_postprocess.try_send(postprocess);
+        let _ = self.to_publish.try_send(outputs);
+        self.current = new;
+        tracing::info!("reloaded: thresholds, zones, tracking, events and outputs applied");
+    }
+}
+
+/// The sections of `new` that differ from `old` and need a restart.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let changed = |a: String, b: String| a != b;
+    let mut v = Vec::new();
+    if changed(format!("{:?}", old.source), format!("{:?}", new.source)) {
+        v.push("[source]");
+    }
+    if changed(format!("{:?}", old.model), format!("{:?}", new.model)) {
+        v.push("[model]");
+    }
+    if old.camera.name != new.camera.name {
+        v.push("camera.name");
+    }
+    if changed(format!("{:?}", old.http), format!("{:?}", new.http))
+        || old.http.token != new.http.token
+    {
+        v.push("[http]");
+    }
+    if changed(format!("{:?}", old.pipeline), format!("{:?}", new.pipeline))
+        || changed(
+            format!("{:?}", old.reconnect),
+            format!("{:?}", new.reconnect),
+        )
+    {
+        v.push("[pipeline]/[reconnect]");
+    }
+    v
 }
 
 /// Joins the publish stage, then stops and joins the others (a panic there

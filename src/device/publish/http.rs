@@ -8,9 +8,12 @@
 //! `/healthz` and `/events` (a few kB, which fit in the socket's send
 //! buffer, so even a client that never reads cannot block them), and
 //! snapshots go to two other threads through a short queue (full: 503 at
-//! once). Every connection has read and write time-outs (set on the
-//! listening socket, which accepted ones inherit), so an idle or
-//! trickling client is dropped rather than holding a thread. With
+//! once). Every connection has a write time-out (set on the listening
+//! socket, which accepted ones inherit), so a client that stops reading is
+//! dropped rather than holding a thread; idle and trickling connections
+//! wait in tiny_http's own connection threads, never in ours. A request
+//! with a body (which tiny_http would read to its end when answered) goes
+//! to the snapshot threads' queue too. With
 //! `http.token`, everything but `/healthz` needs `Authorization: Bearer`.
 
 use std::collections::VecDeque;
@@ -134,8 +137,6 @@ fn header(k: &str, v: &str) -> Header {
 pub struct HttpOptions {
     /// Needed (`Authorization: Bearer …`) for everything but `/healthz`.
     pub token: Option<String>,
-    /// A connection idle or trickling this long is dropped.
-    pub read_timeout: Duration,
     /// A client that does not read for this long is dropped.
     pub write_timeout: Duration,
     /// This daemon's camera (`/snapshot.jpg?camera=…`).
@@ -198,13 +199,14 @@ pub fn serve(
     Ok((bound, handle))
 }
 
-/// A listening socket whose accepted connections inherit its read and
-/// write time-outs (Linux copies them on accept).
+/// A listening socket whose accepted connections inherit its write
+/// time-out (Linux copies it on accept). Not a read time-out: on a
+/// listening socket that one also bounds `accept`, and tiny_http stops
+/// serving at the first failed accept.
 fn listen(addr: SocketAddr, opts: &HttpOptions) -> Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_read_timeout(Some(opts.read_timeout))?;
     socket.set_write_timeout(Some(opts.write_timeout))?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;
@@ -230,6 +232,17 @@ fn accept_loop(
             }
         };
         state.requests.fetch_add(1, Ordering::Relaxed);
+        if has_body(&request) {
+            // answering it reads the body: not on this thread
+            if let Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) =
+                snapshots.try_send(request)
+            {
+                drop(std::thread::spawn(move || {
+                    respond(r, text_response(503, "busy\n".into()))
+                }));
+            }
+            continue;
+        }
         let url = request.url().to_string();
         let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
         let get = *request.method() == tiny_http::Method::Get;
@@ -291,9 +304,14 @@ fn accept_loop(
     }
 }
 
-/// Sends snapshots until the accepting threads are gone.
+/// Sends snapshots (and answers requests with a body: 405) until the
+/// accepting threads are gone.
 fn snapshot_loop(state: &HttpState, requests: &Receiver<Request>) {
     for request in requests {
+        if has_body(&request) {
+            respond(request, text_response(405, "irdistill: GET only\n".into()));
+            continue;
+        }
         let response = match state.snapshot(Duration::from_secs(2)) {
             Some(jpeg) => Response::from_data(jpeg.as_slice())
                 .with_header(header("Content-Type", "image/jpeg"))
@@ -317,6 +335,15 @@ fn respond<R: std::io::Read>(request: Request, response: Response<R>) {
     }
 }
 
+/// Whether the request announces a body (a length above 0, or chunks).
+fn has_body(request: &Request) -> bool {
+    request.body_length().is_some_and(|n| n > 0)
+        || request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding"))
+}
+
 /// Whether the request carries the configured token (always, when none
 /// is configured). Compared in constant time.
 fn authorised(request: &Request, opts: &HttpOptions) -> bool {
@@ -327,7 +354,13 @@ fn authorised(request: &Request, opts: &HttpOptions) -> bool {
         .headers()
         .iter()
         .find(|h| h.field.equiv("Authorization"))
-        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .and_then(|h| {
+            // the scheme is case-insensitive (RFC 7235)
+            let v = h.value.as_str();
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .unwrap_or("");
     given.len() == token.len()
         && given

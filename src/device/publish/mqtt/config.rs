@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::endpoint::{redact_url, Endpoint};
 
 /// The `[mqtt]` configuration (or `--mqtt URL` with defaults).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtt://HOST[:PORT]` (1883) or `mqtts://HOST[:PORT]` (TLS, 8883);

@@ -86,6 +86,12 @@ impl EventLoopThread {
             if self.handle(event, stopping, &mut retry).is_break() {
                 return;
             }
+            if self.shared.connected.load(Ordering::Acquire)
+                && self.shared.discovery_pending.swap(false, Ordering::AcqRel)
+            {
+                let announce = self.discovery_requests();
+                self.connection.eventloop.pending.extend(announce);
+            }
         }
     }
 
@@ -155,27 +161,36 @@ impl EventLoopThread {
         ControlFlow::Continue(())
     }
 
-    fn on_connected(&mut self, after_outage: bool) {
-        // Discovery configs, `online` and every current count go ahead of
-        // anything left over from the last session.
+    /// Every announced camera's discovery configs, then the subscriptions
+    /// to its configs (to clear stale ones).
+    fn discovery_requests(&self) -> Vec<Request> {
         let discovery = self
             .shared
             .discovery
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut hello: Vec<Request> = discovery
+        let mut requests: Vec<Request> = discovery
             .values()
             .flatten()
             .map(|m| retained(&m.topic, &m.payload))
             .collect();
-        hello.push(retained(&availability_topic(&self.prefix), ONLINE));
-        // (then subscribed to each camera's configs, to clear stale ones)
         if let Some(dp) = &self.discovery_prefix {
             for camera in discovery.keys() {
                 let filter = camera_filter(dp, camera);
-                hello.push(Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
+                requests.push(Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
             }
         }
+        requests
+    }
+
+    fn on_connected(&mut self, after_outage: bool) {
+        // Discovery configs, `online` and every current count go ahead of
+        // anything left over from the last session.
+        self.shared
+            .discovery_pending
+            .store(false, Ordering::Release);
+        let mut hello = self.discovery_requests();
+        hello.push(retained(&availability_topic(&self.prefix), ONLINE));
         let mut all = self
             .shared
             .counts
@@ -197,8 +212,6 @@ impl EventLoopThread {
         }
         let n = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         self.shared.connected.store(true, Ordering::Release);
-        // only now: an announcement in between sees `connected` set
-        drop(discovery);
         if n == 1 {
             tracing::info!(broker = %self.broker, "MQTT connected");
         } else {

@@ -39,10 +39,15 @@ pub fn forget_camera(cfg: &MqttConfig, camera: &str, wait: Duration) -> Result<V
     let (mut subacks, mut last) = (0, Instant::now());
     let deadline = Instant::now() + wait;
     loop {
+        // a running daemon's live messages (not retained) never extend the
+        // wait, and the deadline always holds
+        let to_deadline = deadline.saturating_duration_since(Instant::now());
         let quiet = if subacks == filters.len() {
-            Duration::from_millis(300).saturating_sub(last.elapsed())
+            Duration::from_millis(300)
+                .saturating_sub(last.elapsed())
+                .min(to_deadline)
         } else {
-            deadline.saturating_duration_since(Instant::now())
+            to_deadline
         };
         match connection.recv_timeout(quiet) {
             Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) => {
@@ -52,8 +57,8 @@ pub fn forget_camera(cfg: &MqttConfig, camera: &str, wait: Duration) -> Result<V
             Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
                 if p.retain && !p.payload.is_empty() && !retained.contains(&p.topic) {
                     retained.push(p.topic.clone());
+                    last = Instant::now();
                 }
-                last = Instant::now();
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => bail!("MQTT broker {url}: {e}"),

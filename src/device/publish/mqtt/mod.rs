@@ -164,24 +164,16 @@ impl MqttPublisher {
         };
         let device = discovery::DeviceInfo::detect(model);
         let messages = discovery::messages(dp, &self.prefix, camera, labels, &device);
-        // Held while sending, so that a connect in between either sees
-        // these configs or is seen here as connected (the event loop holds
-        // this lock until it has set `connected`).
-        let mut all = self
-            .shared
+        self.shared
             .discovery
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        all.insert(camera.to_string(), messages.clone());
-        if self.shared.connected.load(Ordering::Acquire) {
-            for m in messages {
-                self.try_send(m.topic, QoS::AtLeastOnce, true, m.payload.into_bytes());
-            }
-            let filter = discovery::camera_filter(dp, camera);
-            if self.client.try_subscribe(filter, QoS::AtLeastOnce).is_err() {
-                tracing::debug!("MQTT: no room to subscribe to the discovery topics now; done on the next connect");
-            }
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(camera.to_string(), messages);
+        // The event loop queues them (with the subscription that clears
+        // stale ones) at its next event, or on connect: not through the
+        // bounded request channel, where a model with many labels could
+        // overflow it.
+        self.shared.discovery_pending.store(true, Ordering::Release);
         tracing::info!(camera, "Home Assistant discovery under {dp}/");
     }
 

@@ -28,6 +28,8 @@ pub(super) struct Shared {
     /// Home Assistant discovery configs per camera name (sent on every
     /// connect; configs of these cameras not among them are cleared).
     pub(super) discovery: Mutex<BTreeMap<String, Vec<DiscoveryMessage>>>,
+    /// A camera was announced since the configs were last queued.
+    pub(super) discovery_pending: AtomicBool,
 }
 
 /// One camera's count topics.
