@@ -58,6 +58,9 @@ mkdir -p "$root/usr/lib/systemd" "$root/usr/bin" "$root/etc/irdistill"
 cp -a "$units" "$root/usr/lib/systemd/system"
 ln -s usr/lib "$root/lib"
 install -m 0755 "$bin" "$root/usr/bin/irdistill"
+# ExecReload= runs /bin/kill (procps, on every Debian system)
+mkdir -p "$root/bin"
+if [ -x /bin/kill ]; then cp /bin/kill "$root/bin/kill"; else printf '#!/bin/sh\n' > "$root/bin/kill"; chmod 0755 "$root/bin/kill"; fi
 install -m 0644 "$unit" "$root/usr/lib/systemd/system/irdistill.service"
 install -m 0644 "$config" "$root/etc/irdistill/config.toml"
 install -m 0644 "$template" "$root/usr/lib/systemd/system/irdistill@.service"
