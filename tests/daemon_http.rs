@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, irdistill, model};
+use daemon_common::{free_port, http_get_with as get, irdistill, model};
 
 const TOKEN: &str = "s3cret-token-for-tests";
 
@@ -49,36 +49,6 @@ fn start(port: u16, http: &str) -> (Daemon, tempfile::TempDir) {
         std::thread::sleep(Duration::from_millis(100));
     }
     (daemon, dir)
-}
-
-/// GET with extra header lines; (status, body).
-fn get(port: u16, path: &str, headers: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(head.clone()))?;
-    let body = &buf[split + 4..];
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok((code, daemon_common::dechunk(body)));
-    }
-    Ok((code, body.to_vec()))
 }
 
 /// A connection with a tiny receive buffer that asks for a snapshot and

@@ -33,7 +33,8 @@ echo "@@REC-LINES-BEFORE-DISCONNECT $(cat /tmp/rec.jsonl 2>/dev/null | wc -l)"
 echo "@@REC-CTL-RC $?"
 wait $pid
 echo "@@REC-RC $?"
-echo "@@REC-LINES $(wc -l </tmp/rec.jsonl)"
+# frame lines (object events, the lines with a "type", left out)
+echo "@@REC-LINES $(grep -c -v '"type":' /tmp/rec.jsonl)"
 # one line: the summary is pretty-printed JSON
 echo "@@REC-SUMMARY $(tr -d '\n' </tmp/rec.json)"
 echo "@@REC-STDERR"

@@ -107,12 +107,17 @@ pub fn free_port() -> u16 {
 
 /// GET `path` from 127.0.0.1:`port`; (status code, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    http_get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in `\r\n`).
+pub fn http_get_with(port: u16, path: &str, headers: &str) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -136,7 +141,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     Ok((code, body))
 }
 
-pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
