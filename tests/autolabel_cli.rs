@@ -186,8 +186,9 @@ fn real_experiment_scores_arms_and_resumes() {
         "9",
     ]));
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student-p.onnx");
-    let run = || {
-        trainer(&[
+    // `trainer experiment --preset real` on these folders, with `extra`
+    let experiment = |extra: &[&str]| {
+        let mut args = vec![
             "experiment",
             "--preset",
             "real",
@@ -197,12 +198,17 @@ fn real_experiment_scores_arms_and_resumes() {
             eval.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--arms",
-            "ir_autolabels,bundled",
-            "--bundled",
-            model.to_str().unwrap(),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        trainer(&args)
     };
+    let bundled = [
+        "--arms",
+        "ir_autolabels,bundled",
+        "--bundled",
+        model.to_str().unwrap(),
+    ];
+    let run = || experiment(&bundled);
     ok(&run());
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
@@ -229,19 +235,7 @@ fn real_experiment_scores_arms_and_resumes() {
     ok(&again);
     assert!(String::from_utf8_lossy(&again.stderr).contains("done earlier"));
     // a run of one arm still reports every finished arm
-    ok(&trainer(&[
-        "experiment",
-        "--preset",
-        "real",
-        "--pool",
-        pool.to_str().unwrap(),
-        "--eval",
-        eval.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--arms",
-        "ir_autolabels",
-    ]));
+    ok(&experiment(&["--arms", "ir_autolabels"]));
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert!(results["arms"]["bundled"]["ap50"].is_number(), "{results}");
@@ -254,18 +248,6 @@ fn real_experiment_scores_arms_and_resumes() {
         out.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("--pool"));
-    let err = trainer(&[
-        "experiment",
-        "--preset",
-        "real",
-        "--pool",
-        pool.to_str().unwrap(),
-        "--eval",
-        eval.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--arms",
-        "nope",
-    ]);
+    let err = experiment(&["--arms", "nope"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("unknown arm 'nope'"));
 }

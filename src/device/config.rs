@@ -242,6 +242,11 @@ impl std::fmt::Debug for HttpConfig {
     }
 }
 
+/// A bearer token long enough not to be guessed, sendable in a header.
+fn usable_token(t: &str) -> bool {
+    t.len() >= 16 && t.chars().all(|c| c.is_ascii_graphic())
+}
+
 impl HttpConfig {
     fn validate(&self) -> Result<()> {
         if let Some(l) = &self.listen {
@@ -253,7 +258,7 @@ impl HttpConfig {
         );
         if let Some(t) = &self.token {
             ensure!(
-                t.len() >= 16 && t.chars().all(|c| c.is_ascii_graphic()),
+                usable_token(t),
                 "http.token must be at least 16 printable characters without spaces"
             );
         }
@@ -272,7 +277,7 @@ impl HttpConfig {
                 .with_context(|| format!("http.token_file {}: cannot read", path.display()))?;
             let token = text.lines().next().unwrap_or("").trim().to_string();
             ensure!(
-                token.len() >= 16 && token.chars().all(|c| c.is_ascii_graphic()),
+                usable_token(&token),
                 "http.token_file {}: the first line must be a token of at least 16 printable characters",
                 path.display()
             );

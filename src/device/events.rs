@@ -495,42 +495,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("track.enabled"));
+        let with = |change: fn(&mut EventsConfig)| {
+            let mut c = EventsConfig::default();
+            change(&mut c);
+            c
+        };
         for (bad, field) in [
-            (
-                EventsConfig {
-                    min_frames: 0,
-                    ..EventsConfig::default()
-                },
-                "events.min_frames",
-            ),
-            (
-                EventsConfig {
-                    end_after_ms: 0,
-                    ..EventsConfig::default()
-                },
-                "events.end_after_ms",
-            ),
-            (
-                EventsConfig {
-                    score_step: 1.5,
-                    ..EventsConfig::default()
-                },
-                "events.score_step",
-            ),
-            (
-                EventsConfig {
-                    score_step: 0.0,
-                    ..EventsConfig::default()
-                },
-                "events.score_step",
-            ),
-            (
-                EventsConfig {
-                    end_after_ms: 100,
-                    ..EventsConfig::default()
-                },
-                "events.end_after_ms",
-            ),
+            (with(|c| c.min_frames = 0), "events.min_frames"),
+            (with(|c| c.end_after_ms = 0), "events.end_after_ms"),
+            (with(|c| c.end_after_ms = 100), "events.end_after_ms"),
+            (with(|c| c.score_step = 1.5), "events.score_step"),
+            (with(|c| c.score_step = 0.0), "events.score_step"),
         ] {
             assert!(bad.validate(true).unwrap_err().to_string().contains(field));
         }

@@ -161,7 +161,12 @@ fn publish_frame(
     let message = frame_message(job, &outputs.camera, info);
     count_detections(&job.detections, metrics);
     let json = serde_json::to_string(&message)?;
-    write_jsonl(outputs, &json, &mut state.jsonl_failed, &ctx.stop);
+    write_line(
+        &mut outputs.jsonl,
+        &json,
+        &mut state.jsonl_failed,
+        &ctx.stop,
+    );
     #[cfg(feature = "mqtt")]
     publish_mqtt(outputs, &json, &message, info, metrics, &mut state.mqtt);
     let snapshot_path = take_snapshot(outputs, &mut state.converter, &job.frame, &message, metrics);
@@ -228,11 +233,12 @@ fn send_events(
             }
         };
         tracing::debug!(target: "irdistill::events", "{json}");
-        if outputs.events_jsonl.is_some() {
-            write_line(&mut outputs.events_jsonl, &json, jsonl_failed, stop);
+        let target = if outputs.events_jsonl.is_some() {
+            &mut outputs.events_jsonl
         } else {
-            write_jsonl(outputs, &json, jsonl_failed, stop);
-        }
+            &mut outputs.jsonl
+        };
+        write_line(target, &json, jsonl_failed, stop);
         if let Some(h) = outputs.http.as_ref() {
             h.push_event(&json);
         }
@@ -252,14 +258,9 @@ fn count_detections(detections: &[Detection], metrics: &Metrics) {
     }
 }
 
-/// Appends the frame's line to the JSON lines output. A reader that closed
-/// the pipe (`| head`) stops the pipeline; other errors are logged once.
-fn write_jsonl(outputs: &mut Outputs, json: &str, jsonl_failed: &mut bool, stop: &AtomicBool) {
-    write_line(&mut outputs.jsonl, json, jsonl_failed, stop);
-}
-
-/// Appends `json` to `writer` (see [`write_jsonl`]); a closed pipe drops
-/// the writer.
+/// Appends `json` to a JSON lines output. A reader that closed the pipe
+/// (`| head`) stops the pipeline and drops the writer; other errors are
+/// logged once.
 fn write_line(
     writer: &mut Option<JsonlWriter>,
     json: &str,

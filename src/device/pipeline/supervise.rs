@@ -70,22 +70,8 @@ impl Reloading {
     /// a bad one is logged and the running one kept.
     fn apply(&mut self) {
         tracing::info!("SIGHUP: reloading the configuration");
-        let new = match (self.reload.load)() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload refused, the running configuration is kept: {e:#}");
-                return;
-            }
-        };
-        let postprocess = match PostprocessSettings::new(&new, &self.info) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("reload refused, the running configuration is kept: {e:#}");
-                return;
-            }
-        };
-        let outputs = match (self.reload.open)(&self.current, &new) {
-            Ok(o) => o,
+        let (new, postprocess, outputs) = match self.prepare() {
+            Ok(ready) => ready,
             Err(e) => {
                 tracing::error!("reload refused, the running configuration is kept: {e:#}");
                 return;
@@ -106,6 +92,17 @@ impl Reloading {
         let _ = self.to_publish.try_send(outputs);
         self.current = new;
         tracing::info!("reloaded: thresholds, zones, tracking, events and outputs applied");
+    }
+}
+
+impl Reloading {
+    /// The new configuration with its postprocess settings and outputs,
+    /// or why it cannot run.
+    fn prepare(&mut self) -> Result<(Config, PostprocessSettings, OutputsUpdate)> {
+        let new = (self.reload.load)()?;
+        let postprocess = PostprocessSettings::new(&new, &self.info)?;
+        let outputs = (self.reload.open)(&self.current, &new)?;
+        Ok((new, postprocess, outputs))
     }
 }
 
