@@ -149,6 +149,18 @@ pub fn camera_scene(o: &BenchOptions) -> Result<RgbImage> {
     Ok(SyntheticSource::new(&cam_cfg.source)?.render(0))
 }
 
+/// `frames` views of the camera scene panning right 4 px a frame (so
+/// an H.264 encoder has motion to code), for the decode timing.
+pub fn panning_scenes(scene: &RgbImage, frames: usize) -> Vec<RgbImage> {
+    let (w, h) = scene.dimensions();
+    (0..frames)
+        .map(|i| {
+            let shift = (4 * i as u32) % w;
+            RgbImage::from_fn(w, h, |x, y| *scene.get_pixel((x + shift) % w, y))
+        })
+        .collect()
+}
+
 /// Time of one conversion (pixel format + letterbox).
 #[derive(Debug, Clone, Copy)]
 pub struct ConversionTiming {

@@ -272,7 +272,7 @@ impl Report {
             imgsz: [info.input_h_px, info.input_w_px],
             classes: names.clone(),
             threads: cfg.model.threads,
-            source: cfg.source.spec.clone(),
+            source: cfg.source.spec_redacted(),
             frames: summary.frames,
             frames_captured: summary.frames_captured,
             frames_dropped: summary.frames_dropped,

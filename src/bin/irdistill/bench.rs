@@ -175,6 +175,21 @@ fn bench_conversions(
             serde_json::json!(t.mean_ms),
         );
     }
+    #[cfg(feature = "rtsp")]
+    {
+        // An RTSP camera decodes every frame before conversion (P-frames
+        // need their predecessors, so no frame can be skipped).
+        let scenes = irdistill::device::bench::panning_scenes(&scene, 60);
+        let ms = irdistill::device::capture::rtsp::time_h264_decode(&scenes, 3)?;
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        println!(
+            "decode H.264 640x480 (RTSP, key frame + 59 P-frames): mean {mean:.3} ms  p50 {:.3} ms  p99 {:.3} ms per frame ({:.0} fps on one core)",
+            irdistill::device::bench::percentile(&ms, 50.0),
+            irdistill::device::bench::percentile(&ms, 99.0),
+            1e3 / mean
+        );
+        conv.insert("h264_decode".into(), serde_json::json!(mean));
+    }
     Ok(conv)
 }
 

@@ -118,7 +118,7 @@ fn check_config(file: &Path) -> Result<()> {
     println!(
         "  camera {} from {} ({}x{} at {} fps{})",
         cfg.camera.name,
-        cfg.source.spec,
+        cfg.source.spec_redacted(),
         cfg.source.width_px,
         cfg.source.height_px,
         cfg.source.fps,

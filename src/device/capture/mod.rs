@@ -1,4 +1,5 @@
-//! Frame sources for the daemon: V4L2 cameras, the synthetic scene
+//! Frame sources for the daemon: V4L2 cameras, IP cameras (RTSP H.264,
+//! HTTP MJPEG), the synthetic scene
 //! generator as a live camera, image files, and a fault-injecting source
 //! for tests. Every source fills a reused [`Frame`]; opening is separate
 //! from reading ([`Opener`]) so the pipeline can reopen a lost camera with
@@ -9,6 +10,10 @@ pub mod camera;
 pub mod fault;
 pub mod frame;
 pub mod images;
+#[cfg(feature = "http-mjpeg")]
+pub mod mjpeg_http;
+#[cfg(feature = "rtsp")]
+pub mod rtsp;
 pub mod source;
 pub mod synthetic;
 #[cfg(feature = "v4l2")]
@@ -53,6 +58,20 @@ pub fn opener(cfg: &SourceConfig) -> Result<Box<dyn Opener>> {
         SourceSpec::V4l2(device) => anyhow::bail!(
             "source v4l2:{}: this irdistill was built without the v4l2 feature",
             device.display()
+        ),
+        #[cfg(feature = "rtsp")]
+        SourceSpec::Rtsp(url) => Box::new(rtsp::RtspOpener::new(&url, cfg)?),
+        #[cfg(not(feature = "rtsp"))]
+        SourceSpec::Rtsp(url) => anyhow::bail!(
+            "source {}: this irdistill was built without the rtsp feature (build with --features netcam)",
+            source::redact_credentials(&url)
+        ),
+        #[cfg(feature = "http-mjpeg")]
+        SourceSpec::HttpMjpeg(url) => Box::new(mjpeg_http::MjpegHttpOpener::new(&url, cfg)?),
+        #[cfg(not(feature = "http-mjpeg"))]
+        SourceSpec::HttpMjpeg(url) => anyhow::bail!(
+            "source {}: this irdistill was built without the http-mjpeg feature (build with --features netcam)",
+            source::redact_credentials(&url)
         ),
     })
 }

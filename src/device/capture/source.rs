@@ -15,7 +15,9 @@ use crate::shared::condition::Condition;
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// `synthetic`, `images:DIR` (or `images:GLOB`), `v4l2:/dev/videoN`,
-    /// or `fault:EVENTS` (synthetic with injected faults, for tests).
+    /// `rtsp://[user:pass@]host[:port]/path` (H.264), `http(s)://…` (an
+    /// MJPEG stream), or `fault:EVENTS` (synthetic with injected faults, for
+    /// tests). Credentials in a URL are never logged or published.
     pub spec: String,
     /// Frames per second asked of the camera; for synthetic and image
     /// sources the pace (0 = as fast as the pipeline takes them).
@@ -86,6 +88,10 @@ pub enum SourceSpec {
     V4l2(PathBuf),
     /// Synthetic frames with faults injected (see `capture::fault`).
     Fault(String),
+    /// An IP camera's H.264 over RTSP/TCP (the whole `rtsp://` URL).
+    Rtsp(String),
+    /// An MJPEG stream over HTTP(S) (the whole `http(s)://` URL).
+    HttpMjpeg(String),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -115,7 +121,54 @@ impl std::str::FromStr for SourceSpec {
         if s.starts_with("/dev/video") {
             return Ok(SourceSpec::V4l2(PathBuf::from(s)));
         }
-        bail!("unknown source {s:?}: expected synthetic, images:DIR, v4l2:/dev/videoN or fault:EVENTS")
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("rtsp://") {
+            check_url_host(s)?;
+            return Ok(SourceSpec::Rtsp(s.to_string()));
+        }
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            check_url_host(s)?;
+            return Ok(SourceSpec::HttpMjpeg(s.to_string()));
+        }
+        // the message must not echo a URL's password
+        bail!(
+            "unknown source {:?}: expected synthetic, images:DIR, v4l2:/dev/videoN, rtsp://…, http(s)://… or fault:EVENTS",
+            redact_credentials(s)
+        )
+    }
+}
+
+/// A network source's URL must name a host.
+fn check_url_host(url: &str) -> Result<()> {
+    let (_, authority, _) = split_url(url);
+    let host = authority.rsplit('@').next().unwrap_or("");
+    ensure!(
+        !host.is_empty() && !host.starts_with(':'),
+        "{}: no host in the URL (expected e.g. rtsp://camera.local/stream)",
+        redact_credentials(url)
+    );
+    Ok(())
+}
+
+/// `scheme://`, `[userinfo@]host[:port]`, `/path?query` of a URL-like
+/// spec; the first two empty when it has no scheme.
+fn split_url(s: &str) -> (&str, &str, &str) {
+    let Some(i) = s.find("://") else {
+        return ("", "", s);
+    };
+    let (scheme, rest) = s.split_at(i + 3);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (scheme, &rest[..end], &rest[end..])
+}
+
+/// The spec with a URL's user name and password replaced by `***`
+/// (`rtsp://***@cam.local/live`), for logs, reports and error messages.
+/// Specs without credentials come back unchanged.
+pub fn redact_credentials(spec: &str) -> String {
+    let (scheme, authority, rest) = split_url(spec);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}***{}{rest}", &authority[at..]),
+        None => spec.to_string(),
     }
 }
 
@@ -136,6 +189,11 @@ impl SourceConfig {
         self.spec.parse()
     }
 
+    /// The spec as logs and reports show it: a URL's credentials hidden.
+    pub fn spec_redacted(&self) -> String {
+        redact_credentials(&self.spec)
+    }
+
     /// The preferred pixel format, if one is set and valid (validation
     /// refuses an invalid one before a source is opened).
     pub fn pixel_format(&self) -> Option<PixelFormat> {
@@ -152,5 +210,51 @@ impl SourceConfig {
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_specs_parse_and_hide_credentials() {
+        let spec: SourceSpec = "rtsp://admin:s3cret@10.0.0.5:554/Streaming/101"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            spec,
+            SourceSpec::Rtsp("rtsp://admin:s3cret@10.0.0.5:554/Streaming/101".into())
+        );
+        assert_eq!(
+            redact_credentials("rtsp://admin:s3cret@10.0.0.5:554/Streaming/101"),
+            "rtsp://***@10.0.0.5:554/Streaming/101"
+        );
+        // an @ in the path is not userinfo
+        assert_eq!(
+            redact_credentials("http://cam/video?user=a@b"),
+            "http://cam/video?user=a@b"
+        );
+        assert_eq!(redact_credentials("v4l2:/dev/video0"), "v4l2:/dev/video0");
+        assert!(matches!(
+            "HTTPS://u:p@cam.local/mjpg".parse::<SourceSpec>().unwrap(),
+            SourceSpec::HttpMjpeg(_)
+        ));
+    }
+
+    #[test]
+    fn bad_network_specs_name_the_problem_without_the_password() {
+        let err = "rtsp://admin:s3cret@/live"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no host"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = "rstp://admin:s3cret@cam/live"
+            .parse::<SourceSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown source"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }
