@@ -90,6 +90,36 @@ fn finish(mut child: Child) -> (bool, String) {
     (status.is_some_and(|s| s.success()), log)
 }
 
+/// Runs `cmd` until its log shows `needle` (or 60 s pass), then stops it
+/// with SIGTERM; its whole log. Waiting on the log, not a fixed sleep,
+/// keeps the test right on a loaded machine.
+fn run_until_logged(mut cmd: Command, needle: &str) -> String {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) && !log.lock().unwrap().contains(needle) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    log
+}
+
 /// The median colour of the 15×15 patch centred at (x, y).
 fn patch_median(img: &image::RgbImage, x: u32, y: u32) -> [u8; 3] {
     let mut channels = [Vec::new(), Vec::new(), Vec::new()];
@@ -247,25 +277,18 @@ fn rtsp_wrong_password_and_no_server_are_clear_errors() {
     )
     .unwrap();
     let url = format!("rtsp://viewer:wrong-secret@127.0.0.1:{rtsp_port}/test");
-    let child = irdistill()
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--threads",
-            "1",
-        ])
-        .arg("--model")
-        .arg(model())
-        .args(["--source", &url, "--frames", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let (_, log) = finish(child);
+    let mut cmd = irdistill();
+    cmd.args([
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--threads",
+        "1",
+    ])
+    .arg("--model")
+    .arg(model())
+    .args(["--source", &url, "--frames", "5"]);
+    let log = run_until_logged(cmd, "unavailable:");
     assert!(log.contains("unavailable:"), "{log}");
     assert!(log.contains("401") || log.contains("Unauthorized"), "{log}");
     assert!(!log.contains("wrong-secret"), "{log}");
@@ -512,22 +535,15 @@ fn mjpeg_wrong_password_is_named() {
         let connections = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || serve_mjpeg(listener, how, stop, connections))
     };
-    let child = irdistill()
-        .args(["run", "--threads", "1", "--model"])
+    let mut cmd = irdistill();
+    cmd.args(["run", "--threads", "1", "--model"])
         .arg(model())
         .arg("--source")
         .arg(format!(
             "http://cam:nope-secret@127.0.0.1:{port}/video.mjpg"
         ))
-        .args(["--frames", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let (_, log) = finish(child);
+        .args(["--frames", "5"]);
+    let log = run_until_logged(cmd, "unavailable:");
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
     assert!(log.contains("refused the user name and password"), "{log}");
