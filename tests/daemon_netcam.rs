@@ -43,6 +43,22 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     config
 }
 
+/// `irdistill run --config CONFIG --threads 1 --model M --source SOURCE`.
+fn run_cmd(config: &Path, source: &str) -> Command {
+    let mut cmd = irdistill();
+    cmd.args([
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--threads",
+        "1",
+    ])
+    .arg("--model")
+    .arg(model())
+    .args(["--source", source]);
+    cmd
+}
+
 /// The value of a Prometheus sample, if present.
 fn metric(port: u16, name: &str) -> Option<f64> {
     let (code, body) = http_get(port, "/metrics").ok()?;
@@ -188,17 +204,8 @@ fn rtsp_camera_decodes_and_survives_a_server_restart() {
     let server = RtspServer::start(rtsp_port);
     // user "viewer", password "p@ss w", percent-encoded in the URL
     let url = format!("rtsp://viewer:p%40ss%20w@127.0.0.1:{rtsp_port}/test");
-    let child = irdistill()
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--threads",
-            "1",
-        ])
-        .arg("--model")
-        .arg(model())
-        .args(["--source", &url, "--frames", "90", "--jsonl"])
+    let child = run_cmd(&config, &url)
+        .args(["--frames", "90", "--jsonl"])
         .arg(&jsonl)
         .arg("--summary")
         .arg(&summary)
@@ -277,17 +284,8 @@ fn rtsp_wrong_password_and_no_server_are_clear_errors() {
     )
     .unwrap();
     let url = format!("rtsp://viewer:wrong-secret@127.0.0.1:{rtsp_port}/test");
-    let mut cmd = irdistill();
-    cmd.args([
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--threads",
-        "1",
-    ])
-    .arg("--model")
-    .arg(model())
-    .args(["--source", &url, "--frames", "5"]);
+    let mut cmd = run_cmd(&config, &url);
+    cmd.args(["--frames", "5"]);
     let log = run_until_logged(cmd, "unavailable:");
     assert!(log.contains("unavailable:"), "{log}");
     assert!(log.contains("401") || log.contains("Unauthorized"), "{log}");
@@ -431,24 +429,8 @@ fn run_on_mjpeg(how: MjpegServe, frames: u32, password: &str) -> (bool, String, 
         "video.mjpg"
     };
     let url = format!("http://cam:{password}@127.0.0.1:{port}/{path}");
-    let child = irdistill()
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--threads",
-            "1",
-        ])
-        .arg("--model")
-        .arg(model())
-        .args([
-            "--source",
-            &url,
-            "--fps",
-            "20",
-            "--frames",
-            &frames.to_string(),
-        ])
+    let child = run_cmd(&config, &url)
+        .args(["--fps", "20", "--frames", &frames.to_string()])
         .arg("--jsonl")
         .arg(&jsonl)
         .arg("--summary")
@@ -535,14 +517,11 @@ fn mjpeg_wrong_password_is_named() {
         let connections = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || serve_mjpeg(listener, how, stop, connections))
     };
-    let mut cmd = irdistill();
-    cmd.args(["run", "--threads", "1", "--model"])
-        .arg(model())
-        .arg("--source")
-        .arg(format!(
-            "http://cam:nope-secret@127.0.0.1:{port}/video.mjpg"
-        ))
-        .args(["--frames", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let url = format!("http://cam:nope-secret@127.0.0.1:{port}/video.mjpg");
+    let mut cmd = run_cmd(&config, &url);
+    cmd.args(["--frames", "5"]);
     let log = run_until_logged(cmd, "unavailable:");
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::source::{redact_credentials, SourceConfig};
+use super::url_credentials::{split_credentials, UrlCredentials};
 use super::{CaptureError, Frame, Opener, Pacer, PixelFormat, Source};
 
 /// A frame larger than this is refused (a 4K JPEG is ~2 MB): a broken or
@@ -28,7 +29,7 @@ const MAX_HEADER_BYTES: usize = 16 << 10;
 pub struct MjpegHttpOpener {
     /// The URL without credentials.
     url: String,
-    creds: Option<(String, String)>,
+    creds: Option<UrlCredentials>,
     display: String,
     agent: ureq::Agent,
     fps: f32,
@@ -37,16 +38,8 @@ pub struct MjpegHttpOpener {
 impl MjpegHttpOpener {
     pub fn new(spec: &str, cfg: &SourceConfig) -> Result<Self> {
         let display = redact_credentials(spec);
-        let mut url =
-            url::Url::parse(spec).map_err(|e| anyhow!("source {display}: not a valid URL: {e}"))?;
-        let creds = (!url.username().is_empty()).then(|| {
-            (
-                percent_decode(url.username()),
-                percent_decode(url.password().unwrap_or("")),
-            )
-        });
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        let (url, creds) = split_credentials(spec)
+            .with_context(|| format!("source {display}: not a valid URL"))?;
         // Every transport read is bounded, so a silent camera is a timeout
         // rather than a thread stuck in read(2); the body as a whole is not
         // (a stream never ends).
@@ -73,7 +66,7 @@ impl MjpegHttpOpener {
         if response.status() != 401 {
             return Ok(response);
         }
-        let Some((user, password)) = &self.creds else {
+        let Some(creds) = &self.creds else {
             bail!("the camera asks for a password (401): put it in the URL, http://user:password@host/…");
         };
         let challenge: Vec<&str> = response
@@ -92,8 +85,8 @@ impl MjpegHttpOpener {
             .unwrap_or_else(|_| "/".into());
         let authorization = client
             .respond(&http_auth::PasswordParams {
-                username: user,
-                password,
+                username: &creds.username,
+                password: &creds.password,
                 uri: &uri,
                 method: "GET",
                 body: Some(&[]),
@@ -109,13 +102,6 @@ impl MjpegHttpOpener {
         }
         Ok(response)
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 impl Opener for MjpegHttpOpener {

@@ -16,6 +16,8 @@ pub mod mjpeg_http;
 pub mod rtsp;
 pub mod source;
 pub mod synthetic;
+#[cfg(any(feature = "rtsp", feature = "http-mjpeg"))]
+pub mod url_credentials;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 

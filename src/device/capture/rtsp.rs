@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
@@ -29,6 +29,7 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tokio::runtime::Runtime;
 
 use super::source::{redact_credentials, SourceConfig};
+use super::url_credentials::split_credentials;
 use super::{CaptureError, Frame, Opener, PixelFormat, Source};
 
 /// Consecutive read timeouts after which a silent stream is given up and
@@ -53,6 +54,10 @@ impl RtspOpener {
         let display = redact_credentials(spec);
         let (url, creds) = split_credentials(spec)
             .with_context(|| format!("source {display}: not a valid URL"))?;
+        let creds = creds.map(|c| Credentials {
+            username: c.username,
+            password: c.password,
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -67,31 +72,6 @@ impl RtspOpener {
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
         })
     }
-}
-
-/// The URL without its userinfo, and the credentials it held
-/// (percent-decoded: `p%40ss` is `p@ss`).
-fn split_credentials(spec: &str) -> Result<(url::Url, Option<Credentials>)> {
-    let mut url = url::Url::parse(spec).map_err(|e| anyhow!("{e}"))?;
-    let creds = if url.username().is_empty() {
-        None
-    } else {
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        Some(Credentials {
-            username: decode(url.username()),
-            password: decode(url.password().unwrap_or("")),
-        })
-    };
-    // Url's setters fail only for URLs that cannot have credentials, and
-    // those had none to remove.
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    Ok((url, creds))
 }
 
 impl Opener for RtspOpener {
@@ -357,18 +337,6 @@ mod tests {
     use super::*;
     use openh264::encoder::Encoder;
     use openh264::formats::YUVBuffer;
-
-    #[test]
-    fn credentials_leave_the_url_decoded() {
-        let (url, creds) = split_credentials("rtsp://admin:p%40ss@cam.local:8554/live").unwrap();
-        assert_eq!(url.as_str(), "rtsp://cam.local:8554/live");
-        let creds = creds.unwrap();
-        assert_eq!(creds.username, "admin");
-        assert_eq!(creds.password, "p@ss");
-        let (url, creds) = split_credentials("rtsp://cam.local/live").unwrap();
-        assert_eq!(url.as_str(), "rtsp://cam.local/live");
-        assert!(creds.is_none());
-    }
 
     /// An H.264 round trip: a picture with a known colour per quadrant,
     /// encoded by OpenH264, decoded and copied as NV12, converted back.
