@@ -622,3 +622,33 @@ fn sighup_reloads_the_config_and_refuses_a_bad_one() {
         }
     }
 }
+
+/// Without `--threads`, the daemon times each thread count at load
+/// (`model.threads = "auto"`) and reports the one it kept.
+#[test]
+fn auto_threads_are_timed_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("s.json");
+    let out = irdistill()
+        .args(["run", "--model"])
+        .arg(model())
+        .args(["--frames", "5", "--summary"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // one timing per count from 1 to the cores (at most 8)
+    let line = log
+        .lines()
+        .find(|l| l.contains("model.threads auto:"))
+        .unwrap_or_else(|| panic!("no auto line in\n{log}"));
+    for t in 1..=cores.min(8) {
+        assert!(line.contains(&format!("{t}: ")), "{line}");
+    }
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let chosen = s["threads"].as_u64().unwrap() as usize;
+    assert!((1..=cores.min(8)).contains(&chosen), "{s}");
+    assert!(line.ends_with(&format!("using {chosen}")), "{line}");
+}

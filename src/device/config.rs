@@ -75,7 +75,7 @@ impl Default for ReconnectConfig {
     }
 }
 
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// The ONNX model; none = `models/student-p.onnx` next to the binary or
@@ -85,18 +85,27 @@ pub struct ModelConfig {
     pub imgsz: Option<u32>,
     /// Class names when the model does not record them (`names` metadata).
     pub names: Option<Vec<String>>,
-    /// Threads for inference.
+    /// Threads for inference: a number, or `"auto"` (also 0; the
+    /// default): each count from 1 to the cores is timed when the model
+    /// loads and the fastest kept.
+    #[serde(deserialize_with = "threads_or_auto")]
     pub threads: usize,
 }
 
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            path: None,
-            imgsz: None,
-            names: None,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
+/// `model.threads`: a whole number, or `"auto"` (stored as 0).
+fn threads_or_auto<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Threads {
+        Count(usize),
+        Word(String),
+    }
+    match Threads::deserialize(d)? {
+        Threads::Count(n) => Ok(n),
+        Threads::Word(w) if w.eq_ignore_ascii_case("auto") => Ok(0),
+        Threads::Word(w) => Err(serde::de::Error::custom(format!(
+            "expected a number of threads or \"auto\", got {w:?}"
+        ))),
     }
 }
 
@@ -378,8 +387,8 @@ impl ModelConfig {
             ensure!(!n.is_empty(), "model.names must not be empty");
         }
         ensure!(
-            (1..=256).contains(&self.threads),
-            "model.threads must be 1..=256, got {}",
+            self.threads <= 256,
+            "model.threads must be 1..=256 or \"auto\", got {}",
             self.threads
         );
         Ok(())
@@ -635,6 +644,19 @@ mod tests {
         assert_eq!(cfg.source.pixel_format(), Some(PixelFormat::Mjpeg));
         assert_eq!(cfg.detect.class_conf["car"], 0.6);
         assert_eq!(cfg.zones()[0].points.len(), 4);
+    }
+
+    #[test]
+    fn threads_are_a_number_or_auto() {
+        assert_eq!(Config::default().model.threads, 0, "auto by default");
+        let threads = |text: &str| Config::parse(text).map(|c| c.model.threads);
+        assert_eq!(threads("[model]\nthreads = 3").unwrap(), 3);
+        assert_eq!(threads("[model]\nthreads = \"auto\"").unwrap(), 0);
+        assert_eq!(threads("[model]\nthreads = \"AUTO\"").unwrap(), 0);
+        for bad in ["[model]\nthreads = \"many\"", "[model]\nthreads = 300"] {
+            let e = format!("{:#}", Config::parse(bad).err().unwrap());
+            assert!(e.contains("threads"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

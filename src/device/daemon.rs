@@ -83,7 +83,7 @@ pub fn execute(
     let detector = load_model(cfg).context(StartupError)?;
     let info = detector.info().clone();
     pipeline::detect_filter(cfg, &info).context(StartupError)?;
-    log_model(&info, cfg.model.threads);
+    log_model(&info);
     let metrics = Arc::new(daemon_metrics(cfg, &info));
     let mut http = start_http(cfg, &metrics)?;
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -104,7 +104,7 @@ pub fn execute(
     Ok(Report::from_run(cfg, &info, &summary, &metrics, tally))
 }
 
-fn log_model(info: &ModelInfo, threads: usize) {
+fn log_model(info: &ModelInfo) {
     tracing::info!(
         "model {}: input {}x{}, classes {}, {} anchors, {} threads",
         info.path.display(),
@@ -112,8 +112,20 @@ fn log_model(info: &ModelInfo, threads: usize) {
         info.input_h_px,
         info.names.join(", "),
         info.anchors,
-        threads
+        info.threads
     );
+    if !info.thread_timings_ms.is_empty() {
+        let timed: Vec<String> = info
+            .thread_timings_ms
+            .iter()
+            .map(|(t, ms)| format!("{t}: {ms:.2} ms"))
+            .collect();
+        tracing::info!(
+            "model.threads auto: median time per run by thread count {}; using {}",
+            timed.join(", "),
+            info.threads
+        );
+    }
 }
 
 /// The run's counters, labelled with the version, camera and model.
@@ -124,6 +136,7 @@ fn daemon_metrics(cfg: &Config, info: &ModelInfo) -> Metrics {
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ("camera".into(), cfg.camera.name.clone()),
             ("model".into(), info.path.display().to_string()),
+            ("threads".into(), info.threads.to_string()),
         ],
     )
 }

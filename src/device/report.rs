@@ -271,7 +271,7 @@ impl Report {
             model: info.path.clone(),
             imgsz: [info.input_h_px, info.input_w_px],
             classes: names.clone(),
-            threads: cfg.model.threads,
+            threads: info.threads,
             source: cfg.source.spec_redacted(),
             frames: summary.frames,
             frames_captured: summary.frames_captured,

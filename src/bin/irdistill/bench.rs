@@ -28,7 +28,7 @@ pub struct Args {
     /// Frames for the model-only and pipeline runs.
     #[arg(long, default_value_t = 200)]
     pub frames: u64,
-    /// Inference threads (default: all cores).
+    /// Inference threads (default: auto, the fastest count timed at load).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Skip the child run measuring the daemon's peak memory.
@@ -84,7 +84,7 @@ pub fn bench(a: Args) -> Result<()> {
     let cfg = bench_config(&o)?;
     let mut detector = load_model(&cfg)?;
     let info = detector.info().clone();
-    print_model_header(&info, cfg.model.threads);
+    print_model_header(&info);
 
     // 1. Model only: a real letterboxed frame, repeated.
     let tensor = model_input(&cfg, &info)?;
@@ -135,11 +135,11 @@ pub fn bench(a: Args) -> Result<()> {
         conv,
         rss,
     };
-    println!("{}", summary_json(&info, &cfg, &results, a.live_fps));
+    println!("{}", summary_json(&info, &results, a.live_fps));
     Ok(())
 }
 
-fn print_model_header(info: &ModelInfo, threads: usize) {
+fn print_model_header(info: &ModelInfo) {
     println!(
         "model {} ({}x{}, {} classes, {} anchors), {} inference threads, {} cores",
         info.path.display(),
@@ -147,9 +147,12 @@ fn print_model_header(info: &ModelInfo, threads: usize) {
         info.input_h_px,
         info.nc(),
         info.anchors,
-        threads,
+        info.threads,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    for (t, ms) in &info.thread_timings_ms {
+        println!("  model.threads auto: {t} threads {ms:.2} ms per run (median at load)");
+    }
 }
 
 /// Prints each camera format's conversion time; returns the means in ms
@@ -231,7 +234,7 @@ fn peak_rss(a: &Args, o: &BenchOptions, cfg: &Config) -> Result<Option<u64>> {
 }
 
 /// The one-line JSON every bench ends with (its fields are read by scripts).
-fn summary_json(info: &ModelInfo, cfg: &Config, r: &Results, live_fps: f32) -> serde_json::Value {
+fn summary_json(info: &ModelInfo, r: &Results, live_fps: f32) -> serde_json::Value {
     let Results {
         model,
         queued,
@@ -243,7 +246,8 @@ fn summary_json(info: &ModelInfo, cfg: &Config, r: &Results, live_fps: f32) -> s
     serde_json::json!({
         "model": info.path,
         "imgsz": [info.input_h_px, info.input_w_px],
-        "threads": cfg.model.threads,
+        "threads": info.threads,
+        "thread_timings_ms": info.thread_timings_ms,
         "model_fps": model.before.fps,
         "model_p50_ms": model.before.percentile_ms(50.0),
         "pipeline_fps": queued.fps(),

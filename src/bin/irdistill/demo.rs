@@ -42,7 +42,7 @@ pub struct Args {
     /// Seed of the generated scenes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Inference threads (default: all cores).
+    /// Inference threads (default: auto, the fastest count timed at load).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print only the summary, not the first frame of each scene.

@@ -31,7 +31,7 @@ pub struct Args {
     /// Model input size when the model does not record it.
     #[arg(long)]
     pub imgsz: Option<u32>,
-    /// Inference threads (default: all cores).
+    /// Inference threads (default: auto, the fastest count timed at load).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Write annotated copies here (never over an input).
@@ -62,9 +62,8 @@ pub fn detect(a: Args) -> Result<()> {
         &ModelOptions {
             imgsz: a.imgsz.map(|s| (s, s)),
             names: None,
-            threads: a
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            // none: `auto` (the fastest count, timed at load)
+            threads: a.threads.unwrap_or(0),
         },
     )?;
     let mut files = FileDetector::new(

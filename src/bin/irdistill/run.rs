@@ -56,7 +56,8 @@ pub struct Args {
     /// Model input size when the model does not record it.
     #[arg(long)]
     pub imgsz: Option<u32>,
-    /// Inference threads.
+    /// Inference threads; 0 = auto (the default: each count from 1 to the
+    /// cores timed at load, the fastest kept).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Turn tracking off (track_id is then null).
