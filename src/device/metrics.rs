@@ -108,6 +108,8 @@ pub struct Metrics {
     pub latency: Histogram,
     labels: Vec<String>,
     info: Vec<(String, String)>,
+    /// `model.threads = "auto"`'s timings at load: (threads, ms per run).
+    thread_timings_ms: Mutex<Vec<(usize, f64)>>,
     /// MQTT publisher statistics, copied from it by the publish stage:
     /// published, dropped, connected, reconnects (None: MQTT off).
     mqtt: Mutex<Option<[u64; 4]>>,
@@ -135,8 +137,14 @@ impl Metrics {
             latency: Histogram::new(STAGE_BUCKETS_S),
             labels,
             info,
+            thread_timings_ms: Mutex::new(Vec::new()),
             mqtt: Mutex::new(None),
         }
+    }
+
+    /// The thread counts `auto` timed when the model loaded.
+    pub fn set_thread_timings(&self, timings_ms: &[(usize, f64)]) {
+        *self.thread_timings_ms.lock().expect("thread timings") = timings_ms.to_vec();
     }
 
     pub fn set_mqtt(&self, published: u64, dropped: u64, connected: u64, reconnects: u64) {
@@ -169,6 +177,7 @@ impl Metrics {
         self.render_gauges(&mut out);
         self.render_stage_histograms(&mut out);
         self.render_info(&mut out);
+        self.render_thread_timings(&mut out);
         self.render_mqtt(&mut out);
         out
     }
@@ -305,6 +314,22 @@ impl Metrics {
         );
     }
 
+    /// Median model run time per thread count timed at load (`auto`).
+    fn render_thread_timings(&self, out: &mut String) {
+        let timings = self.thread_timings_ms.lock().expect("thread timings");
+        if timings.is_empty() {
+            return;
+        }
+        let name = "irdistill_model_run_seconds_at_load";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Median model run per thread count, timed when the model loaded (model.threads = auto).\n# TYPE {name} gauge"
+        );
+        for (threads, ms) in timings.iter() {
+            let _ = writeln!(out, "{name}{{threads=\"{threads}\"}} {}", ms / 1e3);
+        }
+    }
+
     /// The publisher's statistics; nothing when MQTT is off.
     fn render_mqtt(&self, out: &mut String) {
         let Some([published, dropped, connected, reconnects]) =
@@ -375,6 +400,22 @@ pub fn peak_resident_memory_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_thread_timings_are_exposed() {
+        let m = Metrics::new(vec!["person".into()], vec![]);
+        assert!(!m.render().contains("irdistill_model_run_seconds_at_load"));
+        m.set_thread_timings(&[(1, 4.0), (2, 5.5)]);
+        let text = m.render();
+        assert!(
+            text.contains("irdistill_model_run_seconds_at_load{threads=\"1\"} 0.004\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("irdistill_model_run_seconds_at_load{threads=\"2\"} 0.0055\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
