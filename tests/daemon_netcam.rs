@@ -343,8 +343,49 @@ fn solid_jpeg(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
     out.into_inner()
 }
 
-/// Serves MJPEG on `listener` until `stop`; Basic auth `cam:s3cret`.
-/// Returns the number of connections served.
+/// The MJPEG test server on a free loopback port; stops when dropped.
+struct MjpegServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MjpegServer {
+    fn start(how: MjpegServe) -> MjpegServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, connections) = (stop.clone(), connections.clone());
+            std::thread::spawn(move || serve_mjpeg(listener, how, stop, connections))
+        };
+        MjpegServer {
+            port,
+            stop,
+            connections,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted so far.
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MjpegServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves MJPEG on `listener` until `stop`, counting the connections;
+/// Basic auth `cam:s3cret`.
 fn serve_mjpeg(
     listener: TcpListener,
     how: MjpegServe,
@@ -360,9 +401,9 @@ fn serve_mjpeg(
         };
         stream.set_nonblocking(false).unwrap();
         let (jpeg, stop) = (jpeg.clone(), stop.clone());
-        let n = connections.fetch_add(1, Ordering::Relaxed);
+        connections.fetch_add(1, Ordering::Relaxed);
         std::thread::spawn(move || {
-            let _ = serve_connection(stream, &jpeg, how, &stop, n);
+            let _ = serve_connection(stream, &jpeg, how, &stop);
         });
     }
 }
@@ -372,7 +413,6 @@ fn serve_connection(
     jpeg: &[u8],
     how: MjpegServe,
     stop: &AtomicBool,
-    _n: usize,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut authorized = false;
@@ -398,7 +438,7 @@ fn serve_connection(
             "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n"
         )?;
         // keep-alive: answer the retry on the same connection too
-        return serve_connection(stream, jpeg, how, stop, _n);
+        return serve_connection(stream, jpeg, how, stop);
     }
     if how.still {
         write!(
@@ -414,23 +454,15 @@ fn serve_connection(
     )?;
     let mut sent = 0;
     while !stop.load(Ordering::Relaxed) {
-        if how.drop_after > 0 && sent == how.drop_after {
-            // mid-part: half a JPEG, then the connection drops
-            write!(
-                stream,
-                "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                jpeg.len()
-            )?;
-            return stream.write_all(&jpeg[..jpeg.len() / 2]);
+        let dropping = how.drop_after > 0 && sent == how.drop_after;
+        write!(stream, "--frame\r\nContent-Type: image/jpeg\r\n")?;
+        if how.with_content_length || dropping {
+            write!(stream, "Content-Length: {}\r\n", jpeg.len())?;
         }
-        if how.with_content_length {
-            write!(
-                stream,
-                "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                jpeg.len()
-            )?;
-        } else {
-            write!(stream, "--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
+        write!(stream, "\r\n")?;
+        if dropping {
+            // mid-part: half a JPEG, then the connection drops
+            return stream.write_all(&jpeg[..jpeg.len() / 2]);
         }
         stream.write_all(jpeg)?;
         stream.write_all(b"\r\n")?;
@@ -442,14 +474,7 @@ fn serve_connection(
 
 /// Runs the daemon on the test server's URL for `frames` frames.
 fn run_on_mjpeg(how: MjpegServe, frames: u32, password: &str) -> (bool, String, Value, usize) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let server = {
-        let (stop, connections) = (stop.clone(), connections.clone());
-        std::thread::spawn(move || serve_mjpeg(listener, how, stop, connections))
-    };
+    let server = MjpegServer::start(how);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let summary = dir.path().join("s.json");
@@ -459,7 +484,7 @@ fn run_on_mjpeg(how: MjpegServe, frames: u32, password: &str) -> (bool, String, 
     } else {
         "video.mjpg"
     };
-    let url = format!("http://cam:{password}@127.0.0.1:{port}/{path}");
+    let url = format!("http://cam:{password}@127.0.0.1:{}/{path}", server.port);
     let child = run_cmd(&config, &url)
         .args(["--fps", "20", "--frames", &frames.to_string()])
         .arg("--jsonl")
@@ -470,8 +495,8 @@ fn run_on_mjpeg(how: MjpegServe, frames: u32, password: &str) -> (bool, String, 
         .spawn()
         .unwrap();
     let (ok, log) = finish(child);
-    stop.store(true, Ordering::Relaxed);
-    server.join().unwrap();
+    let connections = server.connections();
+    drop(server);
     let s = std::fs::read_to_string(&summary)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -485,7 +510,7 @@ fn run_on_mjpeg(how: MjpegServe, frames: u32, password: &str) -> (bool, String, 
             );
         }
     }
-    (ok, log, s, connections.load(Ordering::Relaxed))
+    (ok, log, s, connections)
 }
 
 #[test]
@@ -540,22 +565,17 @@ fn mjpeg_wrong_password_is_named() {
         drop_after: 0,
         still: false,
     };
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = {
-        let stop = stop.clone();
-        let connections = Arc::new(AtomicUsize::new(0));
-        std::thread::spawn(move || serve_mjpeg(listener, how, stop, connections))
-    };
+    let server = MjpegServer::start(how);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    let url = format!("http://cam:nope-secret@127.0.0.1:{port}/video.mjpg");
+    let url = format!(
+        "http://cam:nope-secret@127.0.0.1:{}/video.mjpg",
+        server.port
+    );
     let mut cmd = run_cmd(&config, &url);
     cmd.args(["--frames", "5"]);
     let log = run_until_logged(cmd, "unavailable:");
-    stop.store(true, Ordering::Relaxed);
-    server.join().unwrap();
+    drop(server);
     assert!(log.contains("refused the user name and password"), "{log}");
     assert!(!log.contains("nope-secret"), "{log}");
 }

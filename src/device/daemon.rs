@@ -85,7 +85,6 @@ pub fn execute(
     pipeline::detect_filter(cfg, &info).context(StartupError)?;
     log_model(&info);
     let metrics = Arc::new(daemon_metrics(cfg, &info));
-    metrics.set_thread_timings(&info.thread_timings_ms);
     let mut http = start_http(cfg, &metrics)?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let observer = tally_observer(cfg, tally.clone(), printer)?;
@@ -140,6 +139,7 @@ fn daemon_metrics(cfg: &Config, info: &ModelInfo) -> Metrics {
             ("threads".into(), info.threads.to_string()),
         ],
     )
+    .with_thread_timings(&info.thread_timings_ms)
 }
 
 /// The HTTP endpoints of a run: the state the publish stage feeds (until

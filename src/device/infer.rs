@@ -393,26 +393,25 @@ fn plan_threads(
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(AUTO_MAX_THREADS);
-    let mut best: Option<(f64, Planned)> = None;
+    // the fastest so far
+    let mut best: Option<(f64, usize, Plan, TypedSimpleState)> = None;
     let mut timings_ms = Vec::new();
     for t in 1..=cores {
         let (plan, mut state) = plan(model.clone(), path, t)?;
         let ms = median_run_ms(&mut state, input_shape)
             .with_context(|| format!("model {}: timing {t} threads", path.display()))?;
         timings_ms.push((t, ms));
-        if best.as_ref().map_or(true, |(b, _)| ms < b * AUTO_MARGIN) {
-            let planned = Planned {
-                plan,
-                state,
-                threads: t,
-                timings_ms: Vec::new(),
-            };
-            best = Some((ms, planned));
+        if best.as_ref().map_or(true, |(b, ..)| ms < *b * AUTO_MARGIN) {
+            best = Some((ms, t, plan, state));
         }
     }
-    let (_, mut planned) = best.expect("at least one thread count");
-    planned.timings_ms = timings_ms;
-    Ok(planned)
+    let (_, threads, plan, state) = best.expect("at least one thread count");
+    Ok(Planned {
+        plan,
+        state,
+        threads,
+        timings_ms,
+    })
 }
 
 /// Median milliseconds of running `state` on a blank input.

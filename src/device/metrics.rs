@@ -109,7 +109,7 @@ pub struct Metrics {
     labels: Vec<String>,
     info: Vec<(String, String)>,
     /// `model.threads = "auto"`'s timings at load: (threads, ms per run).
-    thread_timings_ms: Mutex<Vec<(usize, f64)>>,
+    thread_timings_ms: Vec<(usize, f64)>,
     /// MQTT publisher statistics, copied from it by the publish stage:
     /// published, dropped, connected, reconnects (None: MQTT off).
     mqtt: Mutex<Option<[u64; 4]>>,
@@ -137,14 +137,15 @@ impl Metrics {
             latency: Histogram::new(STAGE_BUCKETS_S),
             labels,
             info,
-            thread_timings_ms: Mutex::new(Vec::new()),
+            thread_timings_ms: Vec::new(),
             mqtt: Mutex::new(None),
         }
     }
 
-    /// The thread counts `auto` timed when the model loaded.
-    pub fn set_thread_timings(&self, timings_ms: &[(usize, f64)]) {
-        *self.thread_timings_ms.lock().expect("thread timings") = timings_ms.to_vec();
+    /// With the thread counts `auto` timed when the model loaded.
+    pub fn with_thread_timings(mut self, timings_ms: &[(usize, f64)]) -> Self {
+        self.thread_timings_ms = timings_ms.to_vec();
+        self
     }
 
     pub fn set_mqtt(&self, published: u64, dropped: u64, connected: u64, reconnects: u64) {
@@ -316,7 +317,7 @@ impl Metrics {
 
     /// Median model run time per thread count timed at load (`auto`).
     fn render_thread_timings(&self, out: &mut String) {
-        let timings = self.thread_timings_ms.lock().expect("thread timings");
+        let timings = &self.thread_timings_ms;
         if timings.is_empty() {
             return;
         }
@@ -405,7 +406,7 @@ mod tests {
     fn auto_thread_timings_are_exposed() {
         let m = Metrics::new(vec!["person".into()], vec![]);
         assert!(!m.render().contains("irdistill_model_run_seconds_at_load"));
-        m.set_thread_timings(&[(1, 4.0), (2, 5.5)]);
+        let m = m.with_thread_timings(&[(1, 4.0), (2, 5.5)]);
         let text = m.render();
         assert!(
             text.contains("irdistill_model_run_seconds_at_load{threads=\"1\"} 0.004\n"),

@@ -26,6 +26,7 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 /// Part headers larger than this end the stream as corrupt.
 const MAX_HEADER_BYTES: usize = 16 << 10;
 
+#[derive(Clone)]
 pub struct MjpegHttpOpener {
     /// The URL without credentials.
     url: String,
@@ -128,7 +129,7 @@ impl Opener for MjpegHttpOpener {
                 sequence: 0,
             }),
             StreamKind::Still => Box::new(StillSource {
-                opener: self.clone_for_polling(),
+                opener: self.clone(),
                 first: Some(reader),
                 pacer: Pacer::new(self.fps),
                 sequence: 0,
@@ -142,18 +143,6 @@ impl Opener for MjpegHttpOpener {
 
     fn live(&self) -> bool {
         true
-    }
-}
-
-impl MjpegHttpOpener {
-    fn clone_for_polling(&self) -> MjpegHttpOpener {
-        MjpegHttpOpener {
-            url: self.url.clone(),
-            creds: self.creds.clone(),
-            display: self.display.clone(),
-            agent: self.agent.clone(),
-            fps: self.fps,
-        }
     }
 }
 

@@ -93,9 +93,7 @@ impl Reloading {
         self.current = new;
         tracing::info!("reloaded: thresholds, zones, tracking, events and outputs applied");
     }
-}
 
-impl Reloading {
     /// The new configuration with its postprocess settings and outputs,
     /// or why it cannot run.
     fn prepare(&mut self) -> Result<(Config, PostprocessSettings, OutputsUpdate)> {
